@@ -1,0 +1,66 @@
+"""Groundswell: create_app() wires configuration, extensions and blueprints together."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+from app.config import load_config
+from app.extensions import celery_init_app, csrf, db, limiter, login_manager, migrate
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """Build the Flask app. No migrations and no network calls happen here."""
+    instance_path = Path(os.environ.get("GROUNDSWELL_INSTANCE", ROOT / "instance"))
+    app = Flask(
+        __name__,
+        instance_path=str(instance_path.resolve()),
+        template_folder=str(ROOT / "templates"),
+        static_folder="static",
+    )
+    app.config.from_mapping(load_config(instance_path))
+    if test_config:
+        app.config.from_mapping(test_config)
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(ROOT / "migrations"), render_as_batch=True)
+    login_manager.init_app(app)
+    csrf.init_app(app)
+    limiter.init_app(app)
+    celery_init_app(app)
+
+    from app import models  # noqa: F401  (every table known to SQLAlchemy and Alembic)
+    from app.site import register_site
+    from app.staff.auth import register_auth
+    from app.staff.views import bp as staff_bp
+    from app.supporters.views import bp as supporters_bp
+
+    register_site(app)
+    register_auth(app)
+    app.register_blueprint(supporters_bp)
+    app.register_blueprint(staff_bp)
+
+    from app.cli import register_cli
+
+    register_cli(app)
+    logging.getLogger("groundswell").setLevel(logging.INFO)
+    return app
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
+    """WAL and a busy timeout let the web server and the worker share one SQLite file."""
+    if type(dbapi_connection).__module__.startswith("sqlite3"):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()

@@ -1,0 +1,1 @@
+"""Adapters for outside services: the only modules that import vendor SDKs."""

@@ -1,0 +1,51 @@
+"""Email providers. Each accepts only a `privacy.seal.SealedEmail`.
+
+`outbox` writes .eml files for a laptop, `sendgrid` speaks SendGrid's v3 API
+through the official library, `smtp` hands messages to any SMTP server.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from privacy.seal import SealedEmail
+
+
+class EmailProviderError(RuntimeError):
+    """The provider did not accept the message; `retryable` says whether to try again."""
+
+    def __init__(self, message: str, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class EmailProvider(Protocol):
+    name: str
+
+    def send(self, message: SealedEmail, custom_args: dict[str, str] | None = None) -> str:
+        """Send one sealed message; return the provider's message id."""
+        ...
+
+
+def provider_from_config(config: dict[str, Any]) -> EmailProvider:
+    """The provider named by EMAIL_PROVIDER."""
+    name = config["EMAIL_PROVIDER"]
+    if name == "outbox":
+        from app.integrations.email.outbox import OutboxProvider
+
+        return OutboxProvider(config["OUTBOX_DIR"])
+    if name == "sendgrid":
+        from app.integrations.email.sendgrid import SendGridProvider
+
+        return SendGridProvider(config["SENDGRID_API_KEY"], config["SENDGRID_API_HOST"])
+    if name == "smtp":
+        from app.integrations.email.smtp import SmtpProvider
+
+        return SmtpProvider(
+            host=config["SMTP_HOST"],
+            port=config["SMTP_PORT"],
+            username=config["SMTP_USERNAME"],
+            password=config["SMTP_PASSWORD"],
+            starttls=config["SMTP_STARTTLS"],
+        )
+    raise ValueError(f"unknown EMAIL_PROVIDER {name!r}: use outbox, sendgrid or smtp")

@@ -1,0 +1,1 @@
+"""Mailings: composing and sending email; for now transactional email and its log."""

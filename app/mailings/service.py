@@ -1,0 +1,151 @@
+"""Transactional email to one supporter: render, seal, send, log.
+
+Every email leaves through `privacy.seal.seal()`. Each logical email has a
+dedupe key, so a retried task sends it at most once after it was accepted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import parseaddr
+from typing import Any
+from urllib.parse import quote
+
+from flask import current_app
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.integrations.email import EmailProvider, EmailProviderError
+from app.mailings.models import EmailLog, EmailStatus
+from app.supporters.models import Supporter
+from app.supporters.tokens import make_token, one_click_url, preferences_url
+from privacy.seal import Draft, Recipient, SealedEmail, UnsubscribeLinks, seal
+
+
+@dataclass(frozen=True)
+class SenderIdentity:
+    org_name: str
+    postal_address: str
+    mail_from: str
+    base_url: str
+    secret_key: str
+    unsubscribe_mailto: str = ""
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> SenderIdentity:
+        return cls(
+            org_name=config["ORG_NAME"],
+            postal_address=config["ORG_POSTAL_ADDRESS"],
+            mail_from=config["MAIL_FROM"],
+            base_url=config["BASE_URL"],
+            secret_key=config["SECRET_KEY"],
+            unsubscribe_mailto=config["UNSUBSCRIBE_MAILTO"],
+        )
+
+    def unsubscribe_address(self) -> str:
+        """Mailbox for mailto: unsubscribes: as configured, else unsubscribe@ the sender domain."""
+        if self.unsubscribe_mailto:
+            return self.unsubscribe_mailto
+        domain = parseaddr(self.mail_from)[1].rpartition("@")[2]
+        return f"unsubscribe@{domain}" if domain else ""
+
+
+def unsubscribe_links(identity: SenderIdentity, supporter: Supporter) -> UnsubscribeLinks:
+    token = make_token(identity.secret_key, supporter.public_id)
+    mailbox = identity.unsubscribe_address()
+    return UnsubscribeLinks(
+        page_url=preferences_url(identity.base_url, token),
+        one_click_url=one_click_url(identity.base_url, token),
+        mailto=f"mailto:{mailbox}?subject={quote('unsubscribe ' + token)}" if mailbox else "",
+    )
+
+
+def render_draft(
+    template: str,
+    supporter: Supporter,
+    identity: SenderIdentity,
+    links: UnsubscribeLinks,
+    context: dict[str, Any],
+) -> Draft:
+    """Render templates/email/<template>/{subject.txt, body.txt, body.html}."""
+    env = current_app.jinja_env
+    values = {
+        "supporter": supporter,
+        "org_name": identity.org_name,
+        "postal_address": identity.postal_address,
+        "base_url": identity.base_url,
+        "preferences_url": links.page_url,
+        **context,
+    }
+    subject = env.get_template(f"email/{template}/subject.txt").render(values).strip()
+    text = env.get_template(f"email/{template}/body.txt").render(values)
+    body_html = env.get_template(f"email/{template}/body.html").render(values)
+    return Draft(
+        to=supporter.email,
+        subject=subject,
+        text=text,
+        html=body_html,
+        sender=identity.mail_from,
+        category=template,
+    )
+
+
+def _claim(
+    session: Session, dedupe_key: str, template: str, supporter: Supporter
+) -> EmailLog | None:
+    """The log row for this email, newly claimed; None if it was already sent or skipped."""
+    row = session.scalar(select(EmailLog).where(EmailLog.dedupe_key == dedupe_key))
+    if row is None:
+        row = EmailLog(dedupe_key=dedupe_key, template=template, supporter_id=supporter.id)
+        try:
+            with session.begin_nested():
+                session.add(row)
+                session.flush()
+        except IntegrityError:
+            return None  # another worker claimed it
+        return row
+    if row.status in (EmailStatus.SENT, EmailStatus.SKIPPED):
+        return None
+    row.status = EmailStatus.SENDING
+    return row
+
+
+def send_to_supporter(
+    session: Session,
+    provider: EmailProvider,
+    identity: SenderIdentity,
+    supporter: Supporter,
+    template: str,
+    dedupe_key: str,
+    now: datetime,
+    context: dict[str, Any] | None = None,
+) -> EmailLog | None:
+    """Send one templated email to a supporter, through the seal, at most once per key.
+
+    Returns the log row (sent or skipped with its reason), or None when this
+    key was already handled. Raises EmailProviderError when the provider
+    failed and a retry may succeed; the row then says `failed`.
+    """
+    row = _claim(session, dedupe_key, template, supporter)
+    if row is None:
+        return None
+    links = unsubscribe_links(identity, supporter)
+    draft = render_draft(template, supporter, identity, links, context or {})
+    recipient = Recipient(supporter.email, supporter.status, supporter.snoozed_until)
+    outcome = seal(draft, recipient, links, identity.postal_address, now)
+    if not isinstance(outcome, SealedEmail):
+        row.status, row.skip_reason = EmailStatus.SKIPPED, outcome.value
+        session.flush()
+        return row
+    row.provider = provider.name
+    try:
+        row.provider_message_id = provider.send(outcome, {"email_log_id": str(row.id)})
+    except EmailProviderError as exc:
+        row.status, row.error = EmailStatus.FAILED, str(exc)[:500]
+        session.flush()
+        raise
+    row.status, row.sent_at = EmailStatus.SENT, now
+    session.flush()
+    return row

@@ -1,0 +1,1 @@
+"""Staff: accounts, roles, sign-in, dashboard and the audit log."""

@@ -1,0 +1,1 @@
+"""Supporters: people, their consent ledger, tags, sign-up and email preferences."""

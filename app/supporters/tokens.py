@@ -1,0 +1,39 @@
+"""Signed, non-expiring tokens for a supporter's own links (preferences, one-click).
+
+A token carries only the supporter's random public id, signed with SECRET_KEY:
+it reveals nothing about the person, cannot be forged, and keeps working for
+as long as the secret key is kept (links in years-old emails must still work).
+"""
+
+from __future__ import annotations
+
+from itsdangerous import BadSignature, URLSafeSerializer
+
+_SALT = "groundswell.supporter-links.v1"
+
+
+def _serializer(secret_key: str) -> URLSafeSerializer:
+    return URLSafeSerializer(secret_key, salt=_SALT)
+
+
+def make_token(secret_key: str, public_id: str) -> str:
+    return str(_serializer(secret_key).dumps(public_id))
+
+
+def read_token(secret_key: str, token: str) -> str | None:
+    """The public id a token was made for, or None if it is not one of ours."""
+    if not token or len(token) > 200:
+        return None
+    try:
+        value = _serializer(secret_key).loads(token)
+    except BadSignature:
+        return None
+    return value if isinstance(value, str) else None
+
+
+def preferences_url(base_url: str, token: str) -> str:
+    return f"{base_url}/u/{token}"
+
+
+def one_click_url(base_url: str, token: str) -> str:
+    return f"{base_url}/u/{token}/one-click"

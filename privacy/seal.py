@@ -1,0 +1,198 @@
+"""Rule 2: an unsubscribe option in every email.
+
+`seal()` is the one chokepoint every outbound email passes. It refuses to
+seal a message whose body lacks a visible unsubscribe link or the postal
+address, returns a skip reason instead of a message for a recipient who must
+not be mailed, and adds the RFC 8058 headers. Email providers accept only a
+`SealedEmail`, which nothing but `seal()` can construct.
+"""
+
+from __future__ import annotations
+
+import enum
+import html
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+class SealError(ValueError):
+    """The message itself breaks the rule and must not be sent to anyone."""
+
+
+class SkipReason(enum.Enum):
+    """Why a recipient was not mailed; stored beside the attempt, never silent."""
+
+    UNSUBSCRIBED = "unsubscribed"
+    SNOOZED = "snoozed"
+    BOUNCED = "bounced"
+    COMPLAINED = "complained"
+    ERASED = "erased"
+
+
+# Supporter statuses that block all email, mapped to the reason recorded.
+_BLOCKING_STATUS = {
+    "unsubscribed": SkipReason.UNSUBSCRIBED,
+    "bounced": SkipReason.BOUNCED,
+    "complained": SkipReason.COMPLAINED,
+    "erased": SkipReason.ERASED,
+}
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """What the seal needs to know about who a message goes to."""
+
+    address: str
+    status: str = "subscribed"
+    snoozed_until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class UnsubscribeLinks:
+    """The recipient's own opt-out addresses."""
+
+    page_url: str  # the visible link in the body: the preferences page
+    one_click_url: str  # RFC 8058 POST target
+    mailto: str = ""  # optional mailto: fallback for clients without one-click
+
+
+@dataclass(frozen=True)
+class Draft:
+    """An email as composed, before the seal."""
+
+    to: str
+    subject: str
+    text: str
+    html: str | None
+    sender: str
+    reply_to: str | None = None
+    category: str = "general"
+    headers: dict[str, str] = field(default_factory=dict)
+    attachments: tuple[tuple[str, str, bytes], ...] = ()  # (filename, mime type, data)
+
+
+_SEAL_KEY = object()
+
+
+@dataclass(frozen=True)
+class SealedEmail:
+    """A draft that passed the seal. Only `seal()` can make one."""
+
+    to: str
+    subject: str
+    text: str
+    html: str | None
+    sender: str
+    reply_to: str | None
+    category: str
+    headers: dict[str, str]
+    attachments: tuple[tuple[str, str, bytes], ...]
+    links: UnsubscribeLinks
+    postal_address: str
+    _key: object = field(repr=False, compare=False, default=None)
+
+    def __post_init__(self) -> None:
+        if self._key is not _SEAL_KEY:
+            raise SealError("a SealedEmail can only be made by privacy.seal.seal()")
+
+
+def skip_reason(recipient: Recipient, now: datetime) -> SkipReason | None:
+    """The reason this recipient must not be mailed now, or None if they may be."""
+    if reason := _BLOCKING_STATUS.get(recipient.status):
+        return reason
+    if recipient.snoozed_until is not None and recipient.snoozed_until > now:
+        return SkipReason.SNOOZED
+    return None
+
+
+def _has_visible_link(body_html: str, url: str) -> bool:
+    """An <a> element pointing at url with some visible text."""
+    for match in re.finditer(r"<a\b[^>]*>(.*?)</a>", body_html, re.I | re.S):
+        tag = match.group(0)
+        hrefs = re.findall(r"""href\s*=\s*["']([^"']*)["']""", tag, re.I)
+        text = re.sub(r"<[^>]+>", "", match.group(1)).strip()
+        if text and any(html.unescape(h) == url for h in hrefs):
+            return True
+    return False
+
+
+def _normalise_space(text: str) -> str:
+    return " ".join(text.split())
+
+
+def check_body(
+    text: str, body_html: str | None, links: UnsubscribeLinks, postal_address: str
+) -> None:
+    """Raise SealError unless every part carries the unsubscribe link and postal address."""
+    if not postal_address.strip():
+        raise SealError("no postal address is configured (ORG_POSTAL_ADDRESS)")
+    address = _normalise_space(postal_address)
+    if not links.page_url or links.page_url not in text:
+        raise SealError("the plain-text part has no unsubscribe link")
+    if address not in _normalise_space(text):
+        raise SealError("the plain-text part has no postal address")
+    if body_html is not None:
+        if not _has_visible_link(body_html, links.page_url):
+            raise SealError("the HTML part has no visible unsubscribe link")
+        visible = _normalise_space(html.unescape(re.sub(r"<[^>]+>", " ", body_html)))
+        if address not in visible:
+            raise SealError("the HTML part has no postal address")
+
+
+def seal(
+    draft: Draft,
+    recipient: Recipient,
+    links: UnsubscribeLinks,
+    postal_address: str,
+    now: datetime,
+) -> SealedEmail | SkipReason:
+    """Seal a draft for sending, or say why this recipient must be skipped.
+
+    Raises SealError when the message breaks the rule for everyone (missing
+    unsubscribe link or postal address, or addressed to someone else).
+    """
+    if draft.to.strip().lower() != recipient.address.strip().lower():
+        raise SealError("the draft is addressed to someone other than the recipient checked")
+    check_body(draft.text, draft.html, links, postal_address)
+    if reason := skip_reason(recipient, now):
+        return reason
+    if not links.one_click_url.startswith(("https://", "http://")):
+        raise SealError("the one-click unsubscribe target must be an http(s) URL")
+    targets = [f"<{links.one_click_url}>"]
+    if links.mailto:
+        targets.append(f"<{links.mailto}>")
+    headers = dict(draft.headers)
+    headers["List-Unsubscribe"] = ", ".join(targets)
+    headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    return SealedEmail(
+        to=draft.to,
+        subject=draft.subject,
+        text=draft.text,
+        html=draft.html,
+        sender=draft.sender,
+        reply_to=draft.reply_to,
+        category=draft.category,
+        headers=headers,
+        attachments=draft.attachments,
+        links=links,
+        postal_address=postal_address,
+        _key=_SEAL_KEY,
+    )
+
+
+def require_sealed(message: object) -> SealedEmail:
+    """Providers call this first: anything that did not pass the seal is refused.
+
+    The checks run again here, so a sealed message altered afterwards (for
+    example with dataclasses.replace) is refused too.
+    """
+    if not isinstance(message, SealedEmail) or message._key is not _SEAL_KEY:
+        raise SealError("refusing to send a message that did not pass privacy.seal")
+    check_body(message.text, message.html, message.links, message.postal_address)
+    expected = f"<{message.links.one_click_url}>"
+    if not message.headers.get("List-Unsubscribe", "").startswith(expected):
+        raise SealError("refusing to send a message without its List-Unsubscribe header")
+    if message.headers.get("List-Unsubscribe-Post") != "List-Unsubscribe=One-Click":
+        raise SealError("refusing to send a message without List-Unsubscribe-Post")
+    return message
