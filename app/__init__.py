@@ -55,7 +55,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from app.cli import register_cli
 
     register_cli(app)
-    logging.getLogger("groundswell").setLevel(logging.INFO)
+    # At DEBUG this client logs request headers (the API key) and payloads (addresses).
+    logging.getLogger("python_http_client").setLevel(logging.WARNING)
     return app
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from celery import Celery, Task
-from flask import Flask
+from flask import Flask, current_app
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_login import LoginManager
@@ -32,6 +32,16 @@ migrate = Migrate()
 login_manager = LoginManager()
 csrf = CSRFProtect()
 limiter = Limiter(key_func=get_remote_address)
+
+
+@limiter.request_filter
+def _rate_limits_off_for_this_app() -> bool:
+    """Honour each app's own RATELIMIT_ENABLED.
+
+    Flask-Limiter keeps `enabled` on this one shared object, so the last app built in a
+    process (a test app, the Celery app) would otherwise switch limits on or off for all.
+    """
+    return not current_app.config.get("RATELIMIT_ENABLED", True)
 
 
 def celery_init_app(app: Flask) -> Celery:

@@ -10,8 +10,10 @@ not be mailed, and adds the RFC 8058 headers. Email providers accept only a
 from __future__ import annotations
 
 import enum
+import hashlib
 import html
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -91,10 +93,31 @@ class SealedEmail:
     links: UnsubscribeLinks
     postal_address: str
     _key: object = field(repr=False, compare=False, default=None)
+    # A digest of the content as sealed: dataclasses.replace() copies _key, so
+    # this is what tells require_sealed() that something (even `to`) changed.
+    _fingerprint: str = field(repr=False, compare=False, default="")
 
     def __post_init__(self) -> None:
         if self._key is not _SEAL_KEY:
             raise SealError("a SealedEmail can only be made by privacy.seal.seal()")
+
+
+def _fingerprint(message: SealedEmail) -> str:
+    """A digest of everything a sealed message carries."""
+    content = (
+        message.to,
+        message.subject,
+        message.text,
+        message.html,
+        message.sender,
+        message.reply_to,
+        message.category,
+        sorted(message.headers.items()),
+        message.attachments,
+        message.links,
+        message.postal_address,
+    )
+    return hashlib.sha256(repr(content).encode()).hexdigest()
 
 
 def skip_reason(recipient: Recipient, now: datetime) -> SkipReason | None:
@@ -106,12 +129,19 @@ def skip_reason(recipient: Recipient, now: datetime) -> SkipReason | None:
     return None
 
 
+def _visible_text(fragment: str) -> str:
+    """The text of an HTML fragment as a reader sees it: no tags, entities decoded,
+    without spaces (&nbsp; included) or invisible characters such as zero-width spaces."""
+    text = html.unescape(re.sub(r"<[^>]+>", "", fragment))
+    return "".join(c for c in text if not c.isspace() and unicodedata.category(c) != "Cf")
+
+
 def _has_visible_link(body_html: str, url: str) -> bool:
     """An <a> element pointing at url with some visible text."""
     for match in re.finditer(r"<a\b[^>]*>(.*?)</a>", body_html, re.I | re.S):
         tag = match.group(0)
         hrefs = re.findall(r"""href\s*=\s*["']([^"']*)["']""", tag, re.I)
-        text = re.sub(r"<[^>]+>", "", match.group(1)).strip()
+        text = _visible_text(match.group(1))
         if text and any(html.unescape(h) == url for h in hrefs):
             return True
     return False
@@ -165,7 +195,7 @@ def seal(
     headers = dict(draft.headers)
     headers["List-Unsubscribe"] = ", ".join(targets)
     headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    return SealedEmail(
+    sealed = SealedEmail(
         to=draft.to,
         subject=draft.subject,
         text=draft.text,
@@ -179,16 +209,21 @@ def seal(
         postal_address=postal_address,
         _key=_SEAL_KEY,
     )
+    object.__setattr__(sealed, "_fingerprint", _fingerprint(sealed))
+    return sealed
 
 
 def require_sealed(message: object) -> SealedEmail:
     """Providers call this first: anything that did not pass the seal is refused.
 
-    The checks run again here, so a sealed message altered afterwards (for
-    example with dataclasses.replace) is refused too.
+    The message must be unchanged since it was sealed (not re-addressed, not
+    edited with dataclasses.replace, no header removed), and the checks run
+    again here as well.
     """
     if not isinstance(message, SealedEmail) or message._key is not _SEAL_KEY:
         raise SealError("refusing to send a message that did not pass privacy.seal")
+    if message._fingerprint != _fingerprint(message):
+        raise SealError("refusing to send a message that was changed after it was sealed")
     check_body(message.text, message.html, message.links, message.postal_address)
     expected = f"<{message.links.one_click_url}>"
     if not message.headers.get("List-Unsubscribe", "").startswith(expected):

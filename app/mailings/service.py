@@ -21,7 +21,7 @@ from app.integrations.email import EmailProvider, EmailProviderError
 from app.mailings.models import EmailLog, EmailStatus
 from app.supporters.models import Supporter
 from app.supporters.tokens import make_token, one_click_url, preferences_url
-from privacy.seal import Draft, Recipient, SealedEmail, UnsubscribeLinks, seal
+from privacy.seal import Draft, Recipient, SealedEmail, SealError, UnsubscribeLinks, seal
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,13 @@ def _claim(
     session: Session, dedupe_key: str, template: str, supporter: Supporter
 ) -> EmailLog | None:
     """The log row for this email, newly claimed; None if it was already sent or skipped."""
-    row = session.scalar(select(EmailLog).where(EmailLog.dedupe_key == dedupe_key))
+    # On PostgreSQL the row stays locked until the caller commits, so two workers
+    # retrying the same email cannot both send it; a locked row is someone else's.
+    row = session.scalar(
+        select(EmailLog).where(EmailLog.dedupe_key == dedupe_key).with_for_update(skip_locked=True)
+    )
+    if row is None and session.scalar(select(EmailLog.id).where(EmailLog.dedupe_key == dedupe_key)):
+        return None
     if row is None:
         row = EmailLog(dedupe_key=dedupe_key, template=template, supporter_id=supporter.id)
         try:
@@ -126,7 +132,8 @@ def send_to_supporter(
 
     Returns the log row (sent or skipped with its reason), or None when this
     key was already handled. Raises EmailProviderError when the provider
-    failed and a retry may succeed; the row then says `failed`.
+    failed, and SealError when the rendered email breaks the unsubscribe
+    rule; the row then says `failed` with the error.
     """
     row = _claim(session, dedupe_key, template, supporter)
     if row is None:
@@ -134,7 +141,13 @@ def send_to_supporter(
     links = unsubscribe_links(identity, supporter)
     draft = render_draft(template, supporter, identity, links, context or {})
     recipient = Recipient(supporter.email, supporter.status, supporter.snoozed_until)
-    outcome = seal(draft, recipient, links, identity.postal_address, now)
+    try:
+        outcome = seal(draft, recipient, links, identity.postal_address, now)
+    except SealError as exc:
+        # A broken template: record it for staff; retrying cannot fix it.
+        row.status, row.error = EmailStatus.FAILED, f"refused by the seal: {exc}"[:500]
+        session.flush()
+        raise
     if not isinstance(outcome, SealedEmail):
         row.status, row.skip_reason = EmailStatus.SKIPPED, outcome.value
         session.flush()

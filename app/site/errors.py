@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, render_template, request
+from flask import Flask, Response, make_response, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
@@ -49,11 +49,16 @@ def register_error_handlers(app: Flask) -> None:
         )
 
     @app.errorhandler(HTTPException)
-    def http_error(error: HTTPException) -> tuple[str, int]:
-        return render_error(error.code or 500)
+    def http_error(error: HTTPException) -> Response:
+        response = make_response(render_error(error.code or 500))
+        # Keep the headers the error carries, such as Allow on a 405 (RFC 9110 requires it).
+        for name, value in error.get_headers():
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response
 
     @app.errorhandler(Exception)
-    def unexpected_error(error: Exception) -> tuple[str, int]:
+    def unexpected_error(error: Exception) -> Response | tuple[str, int]:
         if isinstance(error, HTTPException):
             return http_error(error)
         # Log the exception type and place only: form values (which may be a

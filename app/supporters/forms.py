@@ -3,6 +3,7 @@ country, birth_year. `website` is the honeypot."""
 
 from __future__ import annotations
 
+import unicodedata
 from functools import cache
 
 import pycountry
@@ -21,8 +22,13 @@ def country_choices() -> list[tuple[str, str]]:
     ]
 
 
-def _strip(value: str | None) -> str:
-    return " ".join(value.split()) if value else ""
+def clean_text(value: str | None) -> str:
+    """Collapse runs of whitespace and drop control characters (NUL, ESC, ...): nobody types
+    them, and PostgreSQL refuses NUL in text, which would turn a sign-up into a 500."""
+    if not value:
+        return ""
+    kept = "".join(c for c in value if c.isspace() or unicodedata.category(c) != "Cc")
+    return " ".join(kept.split())
 
 
 class EmailAddress:
@@ -44,12 +50,12 @@ class HoneypotForm(FlaskForm):
 
 
 class SignupForm(HoneypotForm):
-    email = StringField("Email address", filters=[_strip], validators=[EmailAddress()])
-    first_name = StringField("First name", filters=[_strip], validators=[Length(max=100)])
-    last_name = StringField("Last name", filters=[_strip], validators=[Length(max=100)])
-    postal_code = StringField("Postal code", filters=[_strip], validators=[Length(max=20)])
+    email = StringField("Email address", filters=[clean_text], validators=[EmailAddress()])
+    first_name = StringField("First name", filters=[clean_text], validators=[Length(max=100)])
+    last_name = StringField("Last name", filters=[clean_text], validators=[Length(max=100)])
+    postal_code = StringField("Postal code", filters=[clean_text], validators=[Length(max=20)])
     country = SelectField("Country", choices=country_choices, validate_choice=False)
-    birth_year = StringField("Year you were born", filters=[_strip])
+    birth_year = StringField("Year you were born", filters=[clean_text])
     # Set when we suggested a correction and the person kept their own spelling.
     email_checked = HiddenField()
 
@@ -59,8 +65,8 @@ class SignupForm(HoneypotForm):
 
 
 class NameForm(HoneypotForm):
-    first_name = StringField("First name", filters=[_strip], validators=[Length(max=100)])
-    last_name = StringField("Last name", filters=[_strip], validators=[Length(max=100)])
+    first_name = StringField("First name", filters=[clean_text], validators=[Length(max=100)])
+    last_name = StringField("Last name", filters=[clean_text], validators=[Length(max=100)])
 
 
 class ActionForm(FlaskForm):

@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.integrations.email import EmailProvider
+from app.mailings.models import EmailLog, EmailStatus
 from app.mailings.service import SenderIdentity, send_to_supporter
 from app.supporters.models import ConsentEvent, ConsentKind, Supporter, SupporterStatus
 from app.supporters.tokens import read_token
@@ -226,12 +227,12 @@ def search(session: Session, query: str, page: int = 1, per_page: int = 50) -> P
     stmt = select(Supporter).where(Supporter.status != SupporterStatus.ERASED)
     terms = query.strip().lower().split()
     for term in terms[:5]:
-        like = f"%{term.replace('%', '').replace('_', '')}%"
+        # autoescape: "%" and "_" are literal characters ("_" is common in addresses).
         stmt = stmt.where(
             or_(
-                Supporter.email.like(like),
-                func.lower(Supporter.first_name).like(like),
-                func.lower(Supporter.last_name).like(like),
+                Supporter.email.contains(term, autoescape=True),
+                func.lower(Supporter.first_name).contains(term, autoescape=True),
+                func.lower(Supporter.last_name).contains(term, autoescape=True),
             )
         )
     total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
@@ -295,7 +296,21 @@ def send_welcome(
 
 
 def pending_welcome_ids(session: Session, now: datetime, limit: int = 500) -> list[int]:
-    """Recent supporters whose welcome email was never handed over."""
+    """Recent supporters whose welcome email was never handed over.
+
+    A welcome whose send failed is left out: its own task retries it with backoff (or
+    it failed for good and staff see why). Queueing it again every minute would pile
+    up retrying tasks during an outage and resend a rejected message for days.
+    """
+    failed = (
+        select(EmailLog.id)
+        .where(
+            EmailLog.supporter_id == Supporter.id,
+            EmailLog.template == "welcome",
+            EmailLog.status == EmailStatus.FAILED,
+        )
+        .exists()
+    )
     return list(
         session.scalars(
             select(Supporter.id)
@@ -304,6 +319,7 @@ def pending_welcome_ids(session: Session, now: datetime, limit: int = 500) -> li
                 Supporter.status == SupporterStatus.SUBSCRIBED,
                 Supporter.created_at < now - WELCOME_SWEEP_AFTER,
                 Supporter.created_at > now - WELCOME_SWEEP_WINDOW,
+                ~failed,
             )
             .order_by(Supporter.id)
             .limit(limit)

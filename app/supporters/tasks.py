@@ -12,6 +12,7 @@ from app.integrations.email import EmailProviderError, provider_from_config
 from app.mailings.service import SenderIdentity
 from app.supporters import service
 from app.timeutil import utcnow
+from privacy.seal import SealError
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,10 @@ def send_welcome_email(self, supporter_id: int) -> str:  # type: ignore[no-untyp
             supporter_id,
             utcnow(),
         )
+    except SealError as exc:
+        db.session.commit()  # the `failed` row tells staff; a retry would fail the same way
+        log.error("welcome email for supporter %s refused by the seal: %s", supporter_id, exc)
+        return "refused"
     except EmailProviderError as exc:
         db.session.commit()  # keep the `failed` row and its error for staff to see
         if not exc.retryable:

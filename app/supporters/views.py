@@ -20,7 +20,7 @@ from app.extensions import csrf, db, limiter
 from app.site.age_gate import already_screened, screen_form
 from app.supporters import service
 from app.supporters.emails import typo_suggestion
-from app.supporters.forms import ActionForm, NameForm, SignupForm
+from app.supporters.forms import ActionForm, NameForm, SignupForm, clean_text
 from app.supporters.models import Supporter
 from app.supporters.tasks import enqueue_welcome
 from app.timeutil import utcnow
@@ -53,20 +53,21 @@ def home() -> Response | str:
 @csrf.exempt  # the form validates its own CSRF token, after the age screen
 @limiter.limit(_signup_rate_limit, methods=["POST"])
 def signup() -> Response | str | tuple[str, int]:
-    if request.method == "GET":
+    if request.method != "POST":  # GET, and HEAD (which Flask routes here too)
         if (blocked := already_screened()) is not None:
             return blocked
         return render_template(
             "public/signup.html", form=SignupForm(formdata=None), consent_text=signup_consent_text()
         )
 
-    form = SignupForm()
-    if form.is_bot():
-        return render_template("public/thanks.html", first_name="")  # store nothing, say nothing
-    # Rule 3 first: a child's answers go no further than this line.
+    # Rule 3 first: a child's answers go no further than this line. It comes before the
+    # form is even built, which would start a session (a CSRF token) for the child.
     screened = screen_form()
     if isinstance(screened, Response):
         return screened
+    form = SignupForm()
+    if form.is_bot():
+        return render_template("public/thanks.html", first_name="")  # store nothing, say nothing
     valid = form.validate()
     age_error = screened.message if not screened.allowed else ""
     suggestion = None
@@ -86,7 +87,7 @@ def signup() -> Response | str | tuple[str, int]:
                     form.postal_code.data or "",
                     form.country.data or "",
                 ),
-                source=request.args.get("source", "signup form")[:100] or "signup form",
+                source=clean_text(request.args.get("source", ""))[:100] or "signup form",
                 consent_text=signup_consent_text(),
                 now=utcnow(),
             )
@@ -178,7 +179,7 @@ def _apply_action(
 @csrf.exempt  # RFC 8058: mail clients post without cookies or a token
 def one_click(token: str) -> Response | str:
     supporter = _supporter_or_404(token)
-    if request.method == "GET":
+    if request.method != "POST":  # GET, and HEAD (which Flask routes here too)
         # Link scanners fetch URLs: a GET never changes anything, it offers the button.
         return render_template("public/one_click.html", token=token, done=False)
     if request.form.get("List-Unsubscribe") != "One-Click":

@@ -55,7 +55,7 @@ class OutboxProvider:
 
     def read(self, name: str) -> EmailMessage:
         """One message by file name; names outside the outbox are refused."""
-        if "/" in name or "\\" in name or not name.endswith(".eml"):
+        if "/" in name or "\\" in name or "\x00" in name or not name.endswith(".eml"):
             raise FileNotFoundError(name)
         path = self.directory / name
         with path.open("rb") as fh:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import http.client
 
 from python_http_client import exceptions as http_errors
 from sendgrid import SendGridAPIClient
@@ -26,10 +27,14 @@ from privacy.seal import SealedEmail, require_sealed
 class SendGridProvider:
     name = "sendgrid"
 
-    def __init__(self, api_key: str, host: str = "https://api.sendgrid.com") -> None:
+    def __init__(
+        self, api_key: str, host: str = "https://api.sendgrid.com", timeout: float = 30.0
+    ) -> None:
         if not api_key:
             raise EmailProviderError("SENDGRID_API_KEY is not set", retryable=False)
         self.client = SendGridAPIClient(api_key=api_key, host=host)
+        # The library waits forever by default; a hung connection would stall a worker.
+        self.client.client.timeout = timeout
 
     def build(self, message: SealedEmail, custom_args: dict[str, str] | None = None) -> Mail:
         sealed = require_sealed(message)
@@ -62,7 +67,8 @@ class SendGridProvider:
             status = getattr(exc, "status_code", 0)
             retryable = status == 429 or status >= 500
             raise EmailProviderError(f"SendGrid answered {status}", retryable=retryable) from exc
-        except OSError as exc:
-            raise EmailProviderError(f"SendGrid could not be reached: {exc}") from exc
+        except (OSError, http.client.HTTPException) as exc:
+            # Refused, timed out, or an answer that is not HTTP: all worth another try.
+            raise EmailProviderError(f"SendGrid could not be reached: {exc!r}") from exc
         headers = response.headers
         return str(headers.get("X-Message-Id", "") if headers else "")

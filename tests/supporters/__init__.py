@@ -1,0 +1,1 @@
+"""Tests of the public supporter flows: sign-up, preferences, one-click unsubscribe."""

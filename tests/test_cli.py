@@ -1,0 +1,165 @@
+"""The `flask` commands staff use: accounts and demo data."""
+
+from __future__ import annotations
+
+import re
+
+from sqlalchemy import func, select
+
+from app.cli import DEMO_STAFF_EMAIL
+from app.extensions import db
+from app.staff import service as staff_service
+from app.staff.models import AuditEntry, StaffUser
+from app.supporters.models import ConsentEvent, Supporter
+from app.timeutil import utcnow
+
+PASSWORD = "a sufficiently long pass"
+
+
+def _staff() -> list[StaffUser]:
+    db.session.expire_all()
+    return list(db.session.scalars(select(StaffUser).order_by(StaffUser.id)))
+
+
+def _assert_clean_failure(result, message: str) -> None:  # type: ignore[no-untyped-def]
+    """Exit code non-zero, a readable message, and no traceback."""
+    assert result.exit_code != 0, result.output
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_staff_create_with_password(runner):
+    result = runner.invoke(
+        args=["staff", "create", "Admin@Example.org", "--role", "admin", "--password", PASSWORD]
+    )
+
+    assert result.exit_code == 0, result.output
+    assert "Created admin admin@example.org" in result.output
+    [user] = _staff()
+    assert (user.email, user.role, user.active) == ("admin@example.org", "admin", True)
+    assert PASSWORD not in user.password_hash and user.password_hash.startswith("$argon2")
+    assert staff_service.authenticate(db.session, "admin@example.org", PASSWORD, utcnow())
+    [entry] = db.session.scalars(select(AuditEntry).where(AuditEntry.action == "staff.create"))
+    assert entry.object_id == str(user.id) and entry.detail == {"role": "admin"}
+    assert PASSWORD not in str(entry.detail)
+
+
+def test_staff_create_prompts_for_a_hidden_password(runner):
+    result = runner.invoke(
+        args=["staff", "create", "organizer@example.org", "--role", "organizer"],
+        input=f"{PASSWORD}\n{PASSWORD}\n",
+    )
+
+    assert result.exit_code == 0, result.output
+    assert "Password" in result.output and "Repeat for confirmation" in result.output
+    assert PASSWORD not in result.output  # hidden input is not echoed
+    [user] = _staff()
+    assert user.role == "organizer"
+    assert staff_service.authenticate(db.session, user.email, PASSWORD, utcnow())
+
+
+def test_staff_create_defaults_to_viewer(runner):
+    result = runner.invoke(args=["staff", "create", "v@example.org", "--password", PASSWORD])
+    assert result.exit_code == 0, result.output
+    assert [u.role for u in _staff()] == ["viewer"]
+
+
+def test_staff_create_refuses_a_short_password(runner):
+    result = runner.invoke(
+        args=["staff", "create", "a@example.org", "--role", "admin", "--password", "short"]
+    )
+    _assert_clean_failure(result, "at least 12 characters")
+    assert _staff() == []
+
+
+def test_staff_create_refuses_a_short_prompted_password(runner):
+    result = runner.invoke(args=["staff", "create", "a@example.org"], input="short\nshort\n")
+    _assert_clean_failure(result, "at least 12 characters")
+    assert _staff() == []
+
+
+def test_staff_create_refuses_a_duplicate(runner):
+    args = ["staff", "create", "a@example.org", "--role", "admin", "--password", PASSWORD]
+    assert runner.invoke(args=args).exit_code == 0
+
+    again = runner.invoke(args=["staff", "create", "A@EXAMPLE.ORG", "--password", PASSWORD])
+
+    _assert_clean_failure(again, "already a staff account")
+    assert len(_staff()) == 1
+
+
+def test_staff_create_refuses_an_unknown_role(runner):
+    result = runner.invoke(
+        args=["staff", "create", "a@example.org", "--role", "superuser", "--password", PASSWORD]
+    )
+    _assert_clean_failure(result, "Invalid value for '--role'")
+    assert "admin" in result.output  # it says which roles exist
+    assert _staff() == []
+
+
+def test_staff_create_refuses_a_bad_address(runner):
+    result = runner.invoke(args=["staff", "create", "not-an-address", "--password", PASSWORD])
+    _assert_clean_failure(result, "email address")
+    assert _staff() == []
+
+
+def test_ensure_demo_prints_a_login_only_once(runner):
+    first = runner.invoke(args=["staff", "ensure-demo"])
+
+    assert first.exit_code == 0, first.output
+    assert DEMO_STAFF_EMAIL in first.output
+    match = re.search(r"password:\s+(\S+)", first.output)
+    assert match, first.output
+    user = staff_service.authenticate(db.session, DEMO_STAFF_EMAIL, match.group(1), utcnow())
+    assert user is not None and user.role == "admin"
+
+    second = runner.invoke(args=["staff", "ensure-demo"])
+
+    assert second.exit_code == 0, second.output
+    assert "password" not in second.output.lower() and match.group(1) not in second.output
+    assert len(_staff()) == 1
+
+
+def test_ensure_demo_does_nothing_when_staff_exist(runner):
+    runner.invoke(args=["staff", "create", "a@example.org", "--password", PASSWORD])
+    result = runner.invoke(args=["staff", "ensure-demo"])
+    assert result.exit_code == 0 and result.output == ""
+    assert [u.email for u in _staff()] == ["a@example.org"]
+
+
+def _demo_supporters() -> int:
+    db.session.expire_all()
+    return (
+        db.session.scalar(select(func.count()).where(Supporter.email.like("demo-%@example.org")))
+        or 0
+    )
+
+
+def test_demo_seed_is_idempotent(runner):
+    outputs = [runner.invoke(args=["demo", "seed", "--supporters", "300"]) for _ in range(2)]
+
+    assert [r.exit_code for r in outputs] == [0, 0], [r.output for r in outputs]
+    assert "300 created" in outputs[0].output
+    assert "0 created" in outputs[1].output
+    assert _demo_supporters() == 300
+    assert db.session.scalar(select(func.count()).select_from(Supporter)) == 300
+    # Every demo supporter has its consent on the ledger, and none is owed a welcome.
+    assert db.session.scalar(select(func.count()).select_from(ConsentEvent)) == 300
+    assert db.session.scalar(select(func.count()).where(Supporter.welcomed_at.is_(None))) == 0
+    emails = db.session.scalars(select(Supporter.email)).all()
+    assert len(set(emails)) == 300 and all(e.endswith("@example.org") for e in emails)
+
+
+def test_demo_seed_tops_up(runner):
+    assert runner.invoke(args=["demo", "seed", "--supporters", "120"]).exit_code == 0
+    result = runner.invoke(args=["demo", "seed", "--supporters", "300"])
+    assert result.exit_code == 0, result.output
+    assert "180 created" in result.output
+    assert _demo_supporters() == 300
+
+
+def test_demo_seed_refuses_a_negative_count(runner):
+    result = runner.invoke(args=["demo", "seed", "--supporters", "-5"])
+    _assert_clean_failure(result, "Invalid value for '--supporters'")
+    assert _demo_supporters() == 0
