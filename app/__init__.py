@@ -36,7 +36,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(ROOT / "migrations"), render_as_batch=True)
-    login_manager.init_app(app)
+    # No eager `current_user` in every template: see app/staff/auth.register_auth.
+    login_manager.init_app(app, add_context_processor=False)
     csrf.init_app(app)
     limiter.init_app(app)
     celery_init_app(app)

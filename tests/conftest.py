@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from flask import Flask
+from flask.globals import _cv_app
 from flask.testing import FlaskClient, FlaskCliRunner
 from werkzeug.serving import BaseWSGIServer, make_server
 
@@ -72,15 +73,46 @@ def test_config(database_url: str, instance_dir: Path, **overrides: Any) -> dict
     return config
 
 
+class FreshGlobalsClient(FlaskClient):
+    """Each request starts with an empty `g`, as in production.
+
+    The `app` fixture holds an app context open for the test body, and Flask
+    reuses it for test-client requests, so without this `g` (Flask-WTF's CSRF
+    token, Flask-Login's user) would leak from one request into the next.
+    """
+
+    def open(self, *args: Any, **kwargs: Any) -> Any:
+        ctx = _cv_app.get(None)
+        saved = None
+        if ctx is not None and ctx.app is self.application:
+            saved = dict(ctx.g.__dict__)
+            ctx.g.__dict__.clear()
+        try:
+            return super().open(*args, **kwargs)
+        finally:
+            if saved is not None:
+                ctx.g.__dict__.clear()
+                ctx.g.__dict__.update(saved)
+
+
 @pytest.fixture(scope="session")
 def make_app(database_url: str, instance_dir: Path):  # type: ignore[no-untyped-def]
     """Build another app on the test database, with config overrides."""
     from app import create_app
+    from app.extensions import db
+
+    built: list[Flask] = []
 
     def build(**overrides: Any) -> Flask:
-        return create_app(test_config(database_url, instance_dir, **overrides))
+        app = create_app(test_config(database_url, instance_dir, **overrides))
+        app.test_client_class = FreshGlobalsClient
+        built.append(app)
+        return app
 
-    return build
+    yield build
+    for app in built:  # close pooled connections before the database goes away
+        with app.app_context():
+            db.engine.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -82,15 +83,19 @@ def row_counts() -> dict[str, int]:
 
 
 def instance_bytes(instance_dir: Path) -> list[tuple[Path, bytes]]:
-    """Every file under the instance directory, read raw (SQLite pages and WAL included)."""
+    """Every file under the instance directory, read raw (SQLite pages and WAL included).
+
+    Read by a child process: closing any descriptor of a SQLite file in this
+    process would drop the POSIX locks SQLite holds on it here, and a later
+    write would fail with "disk I/O error".
+    """
     found = []
     for root, _dirs, files in os.walk(instance_dir):
         for name in files:
             path = Path(root) / name
-            try:
-                found.append((path, path.read_bytes()))
-            except FileNotFoundError:  # a file removed while walking (SQLite journal)
-                continue
+            result = subprocess.run(["cat", "--", str(path)], capture_output=True, check=False)
+            if result.returncode == 0:  # else removed while walking (SQLite journal)
+                found.append((path, result.stdout))
     return found
 
 

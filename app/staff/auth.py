@@ -24,6 +24,14 @@ def register_auth(app: Flask) -> None:
     login_manager.login_message = "Please sign in to see that page."
     login_manager.session_protection = "strong"
 
+    # Flask-Login's own context processor loads the user for every template,
+    # which on public pages runs session protection for anonymous visitors and
+    # sends them a remember-cookie deletion and a rewritten session. The proxy
+    # loads the user only where a template (the staff pages) uses it.
+    @app.context_processor
+    def staff_user_context() -> dict[str, Any]:
+        return {"current_user": current_user}
+
     @login_manager.user_loader
     def load_user(user_id: str) -> StaffUser | None:
         if not user_id.isdigit():

@@ -28,6 +28,8 @@ class ConsentKind(enum.StrEnum):
     SNOOZE = "snooze"
     RESUBSCRIBE = "resubscribe"
     SUPPRESS = "suppress"
+    # Not consent as such, but the supporter's own change to their record, kept beside it.
+    DETAILS = "details"
 
 
 supporter_tags = Table(

@@ -178,12 +178,22 @@ def resubscribe(
 
 
 def update_name(
-    session: Session, supporter: Supporter, first_name: str, last_name: str, now: datetime
-) -> None:
+    session: Session,
+    supporter: Supporter,
+    first_name: str,
+    last_name: str,
+    now: datetime,
+    source: str = "preferences page",
+) -> bool:
+    """Correct the supporter's name; the ledger notes that it changed (not the old value)."""
+    if (supporter.first_name, supporter.last_name) == (first_name, last_name):
+        return False
     supporter.first_name = first_name
     supporter.last_name = last_name
     supporter.updated_at = now
+    record_consent(session, supporter, ConsentKind.DETAILS, source, now, "name corrected")
     session.flush()
+    return True
 
 
 def suppress(

@@ -178,6 +178,15 @@ def test_correct_name(client, db_session, page, person):
     person = refreshed(db_session, person)
     assert (person.first_name, person.last_name) == ("Grace Brewster", "Murray Hopper")
     assert person.status == SupporterStatus.SUBSCRIBED
+    entries = ledger(db_session, person.id)
+    assert [(e.kind, e.detail) for e in entries] == [(ConsentKind.DETAILS, "name corrected")]
+    # The ledger says that the name changed, never what it was.
+    assert "Grace" not in entries[0].detail and "Hopper" not in entries[0].detail
+
+
+def test_saving_the_same_name_records_nothing(client, db_session, page, person):
+    assert press(client, page, first_name="Grace", last_name="Hopper").status_code == 303
+    assert ledger(db_session, person.id) == []
 
 
 def test_over_long_name_gets_a_message(client, db_session, page, person):
