@@ -32,7 +32,7 @@ run: $(VENV)/.runtime
 test: $(VENV)/.dev
 	$(BIN)/ruff check .
 	@echo "== test suite on SQLite =="
-	env -u TEST_DATABASE_URL $(BIN)/pytest
+	env -u TEST_DATABASE_URL -u REQUIRE_POSTGRES $(BIN)/pytest
 	@if [ -n "$$TEST_DATABASE_URL" ]; then \
 		echo "== test suite on PostgreSQL ($$TEST_DATABASE_URL) =="; \
 		$(BIN)/pytest; \
