@@ -43,6 +43,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     celery_init_app(app)
 
     from app import models  # noqa: F401  (every table known to SQLAlchemy and Alembic)
+    from app.actions.views import bp as actions_bp
     from app.site import register_site
     from app.staff.auth import register_auth
     from app.staff.views import bp as staff_bp
@@ -51,6 +52,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     register_site(app)
     register_auth(app)
     app.register_blueprint(supporters_bp)
+    app.register_blueprint(actions_bp)
     app.register_blueprint(staff_bp)
 
     from app.cli import register_cli

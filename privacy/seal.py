@@ -30,6 +30,7 @@ class SkipReason(enum.Enum):
     BOUNCED = "bounced"
     COMPLAINED = "complained"
     ERASED = "erased"
+    NOT_SUBSCRIBED = "not-subscribed"
 
 
 # Supporter statuses that block all email, mapped to the reason recorded.
@@ -48,6 +49,14 @@ class Recipient:
     address: str
     status: str = "subscribed"
     snoozed_until: datetime | None = None
+
+
+class Purpose(enum.StrEnum):
+    """Campaign email needs a subscription; transactional email is what the person asked
+    for (a copy of their letter, an event ticket) and needs only that they never opted out."""
+
+    CAMPAIGN = "campaign"
+    TRANSACTIONAL = "transactional"
 
 
 @dataclass(frozen=True)
@@ -70,6 +79,7 @@ class Draft:
     sender: str
     reply_to: str | None = None
     category: str = "general"
+    purpose: Purpose = Purpose.CAMPAIGN
     headers: dict[str, str] = field(default_factory=dict)
     attachments: tuple[tuple[str, str, bytes], ...] = ()  # (filename, mime type, data)
 
@@ -120,10 +130,18 @@ def _fingerprint(message: SealedEmail) -> str:
     return hashlib.sha256(repr(content).encode()).hexdigest()
 
 
-def skip_reason(recipient: Recipient, now: datetime) -> SkipReason | None:
-    """The reason this recipient must not be mailed now, or None if they may be."""
+def skip_reason(
+    recipient: Recipient, now: datetime, purpose: Purpose = Purpose.CAMPAIGN
+) -> SkipReason | None:
+    """The reason this recipient must not be mailed now, or None if they may be.
+
+    Unsubscribed, snoozed, bounced, complained and erased block every email;
+    never having opted in blocks campaign email only.
+    """
     if reason := _BLOCKING_STATUS.get(recipient.status):
         return reason
+    if recipient.status == "not_subscribed" and purpose is Purpose.CAMPAIGN:
+        return SkipReason.NOT_SUBSCRIBED
     if recipient.snoozed_until is not None and recipient.snoozed_until > now:
         return SkipReason.SNOOZED
     return None
@@ -185,7 +203,7 @@ def seal(
     if draft.to.strip().lower() != recipient.address.strip().lower():
         raise SealError("the draft is addressed to someone other than the recipient checked")
     check_body(draft.text, draft.html, links, postal_address)
-    if reason := skip_reason(recipient, now):
+    if reason := skip_reason(recipient, now, draft.purpose):
         return reason
     if not links.one_click_url.startswith(("https://", "http://")):
         raise SealError("the one-click unsubscribe target must be an http(s) URL")

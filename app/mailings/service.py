@@ -21,7 +21,15 @@ from app.integrations.email import EmailProvider, EmailProviderError
 from app.mailings.models import EmailLog, EmailStatus
 from app.supporters.models import Supporter
 from app.supporters.tokens import make_token, one_click_url, preferences_url
-from privacy.seal import Draft, Recipient, SealedEmail, SealError, UnsubscribeLinks, seal
+from privacy.seal import (
+    Draft,
+    Purpose,
+    Recipient,
+    SealedEmail,
+    SealError,
+    UnsubscribeLinks,
+    seal,
+)
 
 
 @dataclass(frozen=True)
@@ -62,38 +70,57 @@ def unsubscribe_links(identity: SenderIdentity, supporter: Supporter) -> Unsubsc
     )
 
 
+@dataclass(frozen=True)
+class Envelope:
+    """Who one email goes to, and the opt-out links that go with them."""
+
+    recipient: Recipient
+    links: UnsubscribeLinks
+    supporter_id: int | None = None
+
+
+def supporter_envelope(identity: SenderIdentity, supporter: Supporter) -> Envelope:
+    return Envelope(
+        Recipient(supporter.email, supporter.status, supporter.snoozed_until),
+        unsubscribe_links(identity, supporter),
+        supporter.id,
+    )
+
+
 def render_draft(
     template: str,
-    supporter: Supporter,
+    envelope: Envelope,
     identity: SenderIdentity,
-    links: UnsubscribeLinks,
     context: dict[str, Any],
+    purpose: Purpose = Purpose.CAMPAIGN,
+    attachments: tuple[tuple[str, str, bytes], ...] = (),
 ) -> Draft:
     """Render templates/email/<template>/{subject.txt, body.txt, body.html}."""
     env = current_app.jinja_env
     values = {
-        "supporter": supporter,
         "org_name": identity.org_name,
         "postal_address": identity.postal_address,
         "base_url": identity.base_url,
-        "preferences_url": links.page_url,
+        "preferences_url": envelope.links.page_url,
         **context,
     }
     subject = env.get_template(f"email/{template}/subject.txt").render(values).strip()
     text = env.get_template(f"email/{template}/body.txt").render(values)
     body_html = env.get_template(f"email/{template}/body.html").render(values)
     return Draft(
-        to=supporter.email,
+        to=envelope.recipient.address,
         subject=subject,
         text=text,
         html=body_html,
         sender=identity.mail_from,
         category=template,
+        purpose=purpose,
+        attachments=attachments,
     )
 
 
 def _claim(
-    session: Session, dedupe_key: str, template: str, supporter: Supporter
+    session: Session, dedupe_key: str, template: str, supporter_id: int | None
 ) -> EmailLog | None:
     """The log row for this email, newly claimed; None if it was already sent or skipped."""
     # On PostgreSQL the row stays locked until the caller commits, so two workers
@@ -104,7 +131,7 @@ def _claim(
     if row is None and session.scalar(select(EmailLog.id).where(EmailLog.dedupe_key == dedupe_key)):
         return None
     if row is None:
-        row = EmailLog(dedupe_key=dedupe_key, template=template, supporter_id=supporter.id)
+        row = EmailLog(dedupe_key=dedupe_key, template=template, supporter_id=supporter_id)
         try:
             with session.begin_nested():
                 session.add(row)
@@ -118,31 +145,31 @@ def _claim(
     return row
 
 
-def send_to_supporter(
+def send_templated(
     session: Session,
     provider: EmailProvider,
     identity: SenderIdentity,
-    supporter: Supporter,
+    envelope: Envelope,
     template: str,
     dedupe_key: str,
     now: datetime,
     context: dict[str, Any] | None = None,
+    purpose: Purpose = Purpose.CAMPAIGN,
+    attachments: tuple[tuple[str, str, bytes], ...] = (),
 ) -> EmailLog | None:
-    """Send one templated email to a supporter, through the seal, at most once per key.
+    """Send one templated email through the seal, at most once per dedupe key.
 
     Returns the log row (sent or skipped with its reason), or None when this
     key was already handled. Raises EmailProviderError when the provider
     failed, and SealError when the rendered email breaks the unsubscribe
     rule; the row then says `failed` with the error.
     """
-    row = _claim(session, dedupe_key, template, supporter)
+    row = _claim(session, dedupe_key, template, envelope.supporter_id)
     if row is None:
         return None
-    links = unsubscribe_links(identity, supporter)
-    draft = render_draft(template, supporter, identity, links, context or {})
-    recipient = Recipient(supporter.email, supporter.status, supporter.snoozed_until)
+    draft = render_draft(template, envelope, identity, context or {}, purpose, attachments)
     try:
-        outcome = seal(draft, recipient, links, identity.postal_address, now)
+        outcome = seal(draft, envelope.recipient, envelope.links, identity.postal_address, now)
     except SealError as exc:
         # A broken template: record it for staff; retrying cannot fix it.
         row.status, row.error = EmailStatus.FAILED, f"refused by the seal: {exc}"[:500]
@@ -162,3 +189,30 @@ def send_to_supporter(
     row.status, row.sent_at = EmailStatus.SENT, now
     session.flush()
     return row
+
+
+def send_to_supporter(
+    session: Session,
+    provider: EmailProvider,
+    identity: SenderIdentity,
+    supporter: Supporter,
+    template: str,
+    dedupe_key: str,
+    now: datetime,
+    context: dict[str, Any] | None = None,
+    purpose: Purpose = Purpose.CAMPAIGN,
+    attachments: tuple[tuple[str, str, bytes], ...] = (),
+) -> EmailLog | None:
+    """`send_templated` to a supporter; templates see them as `supporter`."""
+    return send_templated(
+        session,
+        provider,
+        identity,
+        supporter_envelope(identity, supporter),
+        template,
+        dedupe_key,
+        now,
+        {"supporter": supporter, **(context or {})},
+        purpose,
+        attachments,
+    )

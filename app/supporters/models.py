@@ -20,6 +20,8 @@ class SupporterStatus(enum.StrEnum):
     BOUNCED = "bounced"
     COMPLAINED = "complained"
     ERASED = "erased"
+    # Took an action without joining the list: only mail they asked for (a copy, a ticket).
+    NOT_SUBSCRIBED = "not_subscribed"
 
 
 class ConsentKind(enum.StrEnum):
@@ -61,6 +63,8 @@ class Supporter(db.Model):
     custom_fields: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    # Short code in the share links this supporter spreads; given out on first use.
+    referral_code: Mapped[str | None] = mapped_column(String(16), unique=True, default=None)
     # When the welcome email was handed to the provider (or skipped); null = still owed.
     welcomed_at: Mapped[datetime | None] = mapped_column(default=None)
 

@@ -73,10 +73,17 @@ def is_snoozed(supporter: Supporter, now: datetime) -> bool:
 
 
 def signup(
-    session: Session, data: SignupData, source: str, consent_text: str, now: datetime
+    session: Session,
+    data: SignupData,
+    source: str,
+    consent_text: str,
+    now: datetime,
+    opt_in: bool = True,
 ) -> SignupResult:
     """Join the list, or update the existing record for this address.
 
+    With `opt_in` False (someone acting on a page without ticking the email
+    box) the person is recorded, or their details updated, but not subscribed.
     One address is one supporter, also when two sign-ups race: the loser of
     the insert falls back to updating the winner's row.
     """
@@ -89,7 +96,7 @@ def signup(
             postal_code=data.postal_code,
             country=data.country,
             source=source[:200],
-            status=SupporterStatus.SUBSCRIBED,
+            status=SupporterStatus.SUBSCRIBED if opt_in else SupporterStatus.NOT_SUBSCRIBED,
             created_at=now,
             updated_at=now,
         )
@@ -102,17 +109,22 @@ def signup(
             if existing is None:
                 raise
         else:
-            record_consent(session, supporter, ConsentKind.SUBSCRIBE, source, now, consent_text)
+            if opt_in:
+                record_consent(session, supporter, ConsentKind.SUBSCRIBE, source, now, consent_text)
             session.flush()
             return SignupResult(supporter, created=True, resubscribed=False)
 
     _update_details(existing, data)
     existing.updated_at = now
-    resubscribed = existing.status != SupporterStatus.SUBSCRIBED or is_snoozed(existing, now)
+    resubscribed = opt_in and (
+        existing.status != SupporterStatus.SUBSCRIBED or is_snoozed(existing, now)
+    )
     if resubscribed:
+        first_time = existing.status == SupporterStatus.NOT_SUBSCRIBED
         existing.status = SupporterStatus.SUBSCRIBED
         existing.snoozed_until = None
-        record_consent(session, existing, ConsentKind.RESUBSCRIBE, source, now, consent_text)
+        kind = ConsentKind.SUBSCRIBE if first_time else ConsentKind.RESUBSCRIBE
+        record_consent(session, existing, kind, source, now, consent_text)
     session.flush()
     return SignupResult(existing, created=False, resubscribed=resubscribed)
 

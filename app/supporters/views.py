@@ -44,8 +44,13 @@ def _signup_rate_limit() -> str:
 def home() -> Response | str:
     if (blocked := already_screened()) is not None:
         return blocked
+    from app.actions.service import live_pages
+
     return render_template(
-        "public/home.html", form=SignupForm(formdata=None), consent_text=signup_consent_text()
+        "public/home.html",
+        form=SignupForm(formdata=None),
+        consent_text=signup_consent_text(),
+        pages=live_pages(db.session, utcnow()),
     )
 
 

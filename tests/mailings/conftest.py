@@ -9,7 +9,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from app.mailings.service import SenderIdentity, render_draft, unsubscribe_links
+from app.mailings.service import SenderIdentity, render_draft, supporter_envelope
 from app.timeutil import utcnow
 from privacy.seal import Recipient, SealedEmail, seal
 from tests.factories import SupporterFactory
@@ -30,8 +30,9 @@ def supporter(app):  # type: ignore[no-untyped-def]
 @pytest.fixture
 def sealed(app, identity, supporter) -> SealedEmail:  # type: ignore[no-untyped-def]
     """The real welcome email for one supporter, through the real seal."""
-    links = unsubscribe_links(identity, supporter)
-    draft = render_draft("welcome", supporter, identity, links, {})
+    envelope = supporter_envelope(identity, supporter)
+    links = envelope.links
+    draft = render_draft("welcome", envelope, identity, {"supporter": supporter})
     outcome = seal(draft, Recipient(supporter.email), links, identity.postal_address, utcnow())
     assert isinstance(outcome, SealedEmail)
     return outcome

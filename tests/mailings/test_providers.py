@@ -15,7 +15,7 @@ from app.integrations.email import EmailProviderError, provider_from_config
 from app.integrations.email.outbox import OutboxProvider
 from app.integrations.email.sendgrid import SendGridProvider
 from app.integrations.email.smtp import SmtpProvider
-from app.mailings.service import render_draft, unsubscribe_links
+from app.mailings.service import render_draft, supporter_envelope
 from app.timeutil import utcnow
 from privacy.seal import Draft, Recipient, SealedEmail, SealError, seal
 from tests.fakes import free_port
@@ -111,8 +111,9 @@ def test_long_header_values_are_not_encoded_words(app, outbox, identity, support
     """A long one-click URL (a long BASE_URL) still gives one plain List-Unsubscribe line."""
     long_base = "https://act.example.org/" + "/".join(["campaigns"] * 12)
     far_identity = dataclasses.replace(identity, base_url=long_base)
-    links = unsubscribe_links(far_identity, supporter)
-    draft = render_draft("welcome", supporter, far_identity, links, {})
+    envelope = supporter_envelope(far_identity, supporter)
+    links = envelope.links
+    draft = render_draft("welcome", envelope, far_identity, {"supporter": supporter})
     message = seal(draft, Recipient(supporter.email), links, identity.postal_address, utcnow())
     assert isinstance(message, SealedEmail)
 
