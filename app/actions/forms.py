@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, HiddenField, RadioField, StringField, TextAreaField
+from wtforms import (
+    BooleanField,
+    HiddenField,
+    RadioField,
+    SelectChoice,
+    StringField,
+    TextAreaField,
+)
 from wtforms.validators import Length, Optional
 
 from app.actions.service import CALL_OUTCOMES
@@ -22,7 +29,9 @@ class KindFields:
     letter_subject = StringField("Subject", filters=[clean_text], validators=[Optional()])
     letter_body = TextAreaField("Your letter", validators=[Optional()])
     call_outcome = RadioField(
-        "How did your call go?", choices=list(CALL_OUTCOMES.items()), validate_choice=False
+        "How did your call go?",
+        choices=[SelectChoice(value, label) for value, label in CALL_OUTCOMES.items()],
+        validate_choice=False,
     )
     call_target_id = HiddenField()
     ref = HiddenField()
