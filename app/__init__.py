@@ -43,6 +43,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     celery_init_app(app)
 
     from app import models  # noqa: F401  (every table known to SQLAlchemy and Alembic)
+    from app.actions.event_views import bp as events_bp
+    from app.actions.letter_views import bp as target_links_bp
+    from app.actions.letter_views import staff_bp as targets_bp
+    from app.actions.staff_views import bp as staff_pages_bp
     from app.actions.views import bp as actions_bp
     from app.site import register_site
     from app.staff.auth import register_auth
@@ -53,7 +57,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     register_auth(app)
     app.register_blueprint(supporters_bp)
     app.register_blueprint(actions_bp)
+    app.register_blueprint(target_links_bp)
+    app.register_blueprint(targets_bp)
+    app.register_blueprint(events_bp)
     app.register_blueprint(staff_bp)
+    app.register_blueprint(staff_pages_bp)
 
     from app.cli import register_cli
 

@@ -65,12 +65,16 @@ def ensure_demo_staff() -> None:
     help="How many demo supporters should exist.",
 )
 def seed(count: int) -> None:
-    """Create demo supporters (idempotent: tops up to the number asked for)."""
+    """Create demo supporters and one live action page of each kind (idempotent)."""
+    from app.actions.demo import seed_action_pages
     from app.supporters.demo import seed_supporters
 
-    created = seed_supporters(db.session, count, utcnow())
+    now = utcnow()
+    created = seed_supporters(db.session, count, now)
+    pages_created = seed_action_pages(db.session, now)
     db.session.commit()
     click.echo(f"Demo supporters: {created} created, {count} wanted.")
+    click.echo(f"Demo action pages: {pages_created} added; one live page of each kind is on /.")
 
 
 def register_cli(app: Flask) -> None:

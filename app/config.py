@@ -7,6 +7,8 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from celery.schedules import crontab
+
 DEMO_ORG_NAME = "Groundswell Demo Campaign"
 DEMO_POSTAL_ADDRESS = "100 Example Street, Suite 1, Springfield, ST 00000, USA"
 DEMO_MAIL_FROM = "Groundswell Demo <alerts@groundswell.example>"
@@ -118,6 +120,15 @@ def load_config(instance_path: Path) -> dict[str, Any]:
                 "send-pending-welcomes": {
                     "task": "supporters.send_pending_welcomes",
                     "schedule": 60.0,
+                },
+                # Offices that take a daily digest get it at 17:00 UTC.
+                "send-letter-digests": {
+                    "task": "letters.send_daily_digests",
+                    "schedule": crontab(minute=0, hour=17),
+                },
+                "send-stale-letters": {
+                    "task": "letters.send_stale_letters",
+                    "schedule": 900.0,
                 },
             },
         },

@@ -6,4 +6,6 @@ flask_app = create_app()
 celery = flask_app.extensions["celery"]
 
 # Register every domain's tasks with the worker.
+import app.actions.letter_tasks  # noqa: E402
+import app.actions.tasks  # noqa: E402
 import app.supporters.tasks  # noqa: E402,F401

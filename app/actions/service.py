@@ -142,6 +142,16 @@ def take_action(
         raise ActionError("This page is closed and no longer takes actions.")
     if page.kind == PageKind.CALL and details.call_outcome not in CALL_OUTCOMES:
         raise ActionError("Please tell us how your call went.")
+    # Every refusal comes before the first write: on SQLite a released savepoint is
+    # already committed, so a later rollback would not undo it.
+    if page.kind == PageKind.EVENT:
+        from app.actions import events
+
+        events.check_can_act(page, now)
+    if page.kind == PageKind.LETTER:
+        from app.actions import letters
+
+        letters.letter_text(page, details)
 
     source = f"action page /a/{page.slug}"
     if isinstance(person, Supporter):

@@ -232,6 +232,10 @@ def thanks(slug: str, token: str) -> str:
 
 
 def _thanks_extra(page: ActionPage, action: service.Action) -> dict[str, object]:
+    if page.kind == PageKind.LETTER:
+        from app.actions import letters
+
+        return letters.thanks_context(db.session, page, action)
     if page.kind == PageKind.EVENT:
         from app.actions import events
 
@@ -253,6 +257,32 @@ def share_links(page: ActionPage, url: str) -> list[tuple[str, str]]:
         ("Facebook", "https://www.facebook.com/sharer/sharer.php?" + urlencode({"u": url})),
         ("WhatsApp", "https://wa.me/?" + urlencode({"text": f"{text} {url}"})),
     ]
+
+
+@bp.get("/a/<slug>/embed")
+def embed(slug: str) -> str:
+    """A small card for other sites to frame: title, progress and a link to the full page.
+
+    Deliberately no form. Our session cookie is SameSite=Lax, so a browser does not
+    send it with a POST from inside a third-party iframe (nor with a cross-site
+    top-level POST), and the CSRF check and the age screen, which both live in the
+    session, could not work there. Prefilling the full page through the URL would
+    put personal data in links and logs. So the card links to /a/<slug> in the top
+    window, where the normal form, age screen, CSRF token and honeypot all apply.
+    Campaign parameters on the iframe's own address are passed on, marked as embed.
+    """
+    page = _live_page_or_404(slug)
+    utm = {k: request.args[k][:100] for k in service.UTM_KEYS if request.args.get(k)}
+    utm["utm_medium"] = "embed"
+    next_page = page.next_page
+    return render_template(
+        "public/action_embed.html",
+        page=page,
+        open_now=service.is_open(page, utcnow()),
+        count=service.action_count(db.session, page),
+        action_url=url_for(".action_page", slug=page.slug, **utm),
+        next_page=next_page if next_page and service.is_open(next_page, utcnow()) else None,
+    )
 
 
 @bp.get("/media/<name>")

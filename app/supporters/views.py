@@ -146,6 +146,8 @@ def preferences(token: str) -> Response | str | tuple[str, int]:
         except service.SupporterError as exc:
             db.session.rollback()
             error = str(exc)
+    from app.actions.events import upcoming_rsvps
+
     return render_template(
         "public/preferences.html",
         supporter=supporter,
@@ -156,6 +158,7 @@ def preferences(token: str) -> Response | str | tuple[str, int]:
         error=error,
         done=request.args.get("done", ""),
         snooze_choices=service.SNOOZE_CHOICES,
+        events=upcoming_rsvps(db.session, supporter, now),  # "Your events", with cancel buttons
     ), (422 if error or name_form.errors else 200)
 
 
