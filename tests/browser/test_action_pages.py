@@ -119,3 +119,83 @@ def test_child_is_stopped_on_an_action_page(open_tab, db_session):
     assert "ask a parent or guardian" in tab.page.inner_text("main")
     assert db_session.scalar(select(func.count()).select_from(Supporter)) == 0
     assert db_session.scalar(select(func.count()).select_from(Action)) == 0
+
+
+def test_write_to_an_official_on_a_phone(open_tab, db_session, outbox):
+    office = TargetFactory(name="Senator Okoye", office_email="okoye@senate.example")
+    page = ActionPageFactory(
+        kind="letter",
+        slug="write",
+        title="Write to your senator",
+        settings={
+            "letter_subject": "Fund atrocity prevention",
+            "letter_body": "Dear Senator,\n\nPlease fund early warning.",
+            "letter_editable": "body",
+            "letter_max_length": 2000,
+        },
+    )
+    page.targets.append(office)
+    db_session.commit()
+    tab = open_tab("phone")
+    tab.goto("/a/write")
+    assert "Senator Okoye" in tab.page.inner_text("main")
+    fill_person(tab.page, "writer@example.org")
+    body = tab.page.get_by_role("textbox", name="Your letter")
+    body.fill("Dear Senator,\n\nI live in your district. Please fund early warning now.")
+    tab.shot("action-06-letter")
+    tab.assert_fits_the_screen()
+    tab.page.get_by_role("button", name="Send your letter").click()
+    tab.page.get_by_role("heading", name="Your letter is on its way to").wait_for()
+    assert "Senator Okoye" in tab.page.inner_text("main")
+    tab.shot("action-07-letter-thanks")
+
+    sent = {entry.to: outbox.read(entry.name) for entry in outbox.entries()}
+    to_office = sent["okoye@senate.example"]
+    text = to_office.get_body(preferencelist=("plain",)).get_content()
+    assert "I live in your district" in text and "writer@example.org" not in text
+    assert to_office["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert "writer@example.org" in sent  # the signer's copy
+
+
+def test_rsvp_to_an_event_on_a_phone(open_tab, db_session):
+    ActionPageFactory(
+        kind="event",
+        slug="vigil",
+        title="Candlelight vigil",
+        settings={
+            "starts_at": "2031-03-10T18:30",
+            "ends_at": "2031-03-10T20:00",
+            "timezone": "America/New_York",
+            "venue": "Union Square, New York",
+            "capacity": 1,
+        },
+    )
+    first = open_tab("phone")
+    first.goto("/a/vigil")
+    text = first.page.inner_text("main")
+    assert "Union Square" in text and "America/New_York" in text
+    fill_person(first.page, "first@example.org")
+    first.page.get_by_role("button", name="RSVP").click()
+    first.page.get_by_text("You're going.").wait_for()
+    calendar = first.page.get_by_role("link", name="Add the event to your calendar (.ics)")
+    assert calendar.get_attribute("href") == "/a/vigil/event.ics"
+    first.shot("action-08-event-going")
+
+    second = open_tab("phone")
+    second.goto("/a/vigil")
+    fill_person(second.page, "second@example.org", first="Lena")
+    second.page.get_by_role("button", name="RSVP").click()
+    second.page.get_by_text("You're on the waitlist", exact=False).wait_for()
+    second.shot("action-09-event-waitlist")
+
+
+def test_signup_page_on_a_phone(open_tab, db_session):
+    ActionPageFactory(kind="signup", slug="join", title="Join the rapid response network")
+    tab = open_tab("phone")
+    tab.goto("/a/join")
+    fill_person(tab.page, "joiner@example.org")
+    tab.page.get_by_label("Email me", exact=False).check()
+    tab.page.get_by_role("button", name="Sign up").click()
+    tab.page.get_by_role("heading", name="Thank you!").wait_for()
+    joined = db_session.scalar(select(Supporter).where(Supporter.email == "joiner@example.org"))
+    assert joined.status == "subscribed"
