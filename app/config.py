@@ -95,6 +95,8 @@ def load_config(instance_path: Path) -> dict[str, Any]:
         "STRIPE_API_BASE": os.environ.get("STRIPE_API_BASE", ""),
         # How many reverse proxies set X-Forwarded-For in front of the app (rate limits key on it).
         "TRUSTED_PROXY_COUNT": int(os.environ.get("TRUSTED_PROXY_COUNT", "0")),
+        # Origins that may frame /a/<slug>/embed (space-separated), or "*" for any site.
+        "EMBED_FRAME_ANCESTORS": os.environ.get("EMBED_FRAME_ANCESTORS", "*"),
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_SECURE": base_url.startswith("https://"),

@@ -17,10 +17,11 @@ from flask import (
 )
 from flask_login import current_user
 
-from app.actions import pages, reports, service
-from app.actions.forms import ActionForm, letter_limits
-from app.actions.models import ActionPage, PageKind, PageStatus
+from app.actions import events, pages, reports, service
+from app.actions.models import ActionPage, EventRsvp, PageKind, PageStatus
 from app.actions.staff_forms import PageForm, add_errors, choices, initial_data, page_data
+from app.actions.tasks import enqueue_rsvp_email
+from app.actions.views import blank_form, page_context
 from app.extensions import db
 from app.staff.auth import ALL_ROLES, role_required
 from app.staff.forms import ConfirmForm
@@ -115,6 +116,7 @@ def _save(page: ActionPage | None) -> Response | tuple[str, int]:
     if not form_ok or form.share_image.errors:
         add_errors(form, pages.validate(db.session, data, page, now))
         return _render_form(form, page, 422)
+    promoted: list[EventRsvp] = []
     try:
         if page is None:
             page = pages.create_page(db.session, data, current_user, now)
@@ -122,6 +124,9 @@ def _save(page: ActionPage | None) -> Response | tuple[str, int]:
         else:
             changed = pages.update_page(db.session, page, data, current_user, now)
             message = "Changes saved." if changed else "Nothing had changed."
+            # A raised capacity moves people up from the waitlist at once.
+            if page.kind == PageKind.EVENT:
+                promoted = events.fill_free_places(db.session, page, now)
     except pages.NotAllowed:
         db.session.rollback()
         abort(403)
@@ -130,6 +135,8 @@ def _save(page: ActionPage | None) -> Response | tuple[str, int]:
         add_errors(form, exc.errors)
         return _render_form(form, None if page is None else _page_or_404(page.id), 422)
     db.session.commit()
+    for rsvp in promoted:
+        enqueue_rsvp_email(rsvp.id, "promoted")
     flash(message)
     return redirect(url_for(".edit_page", page_id=page.id), 303)
 
@@ -189,37 +196,13 @@ def close_page(page_id: int) -> Response:
 def preview_page(page_id: int) -> str:
     """The public page as visitors would see it, drafts included, with its form switched off."""
     page = _page_or_404(page_id)
-    form = ActionForm(formdata=None)
-    form.email_opt_in.data = page.opt_in_default
-    if page.kind == PageKind.LETTER:
-        form.letter_subject.data = page.settings.get("letter_subject", "")
-        form.letter_body.data = page.settings.get("letter_body", "")
-    editable, max_length = letter_limits(page.settings)
     return render_template(
         "staff/pages_preview.html",
-        page=page,
-        form=form,
-        body_html=service.render_markdown(page.body_md),
-        count=service.action_count(db.session, page),
-        signers=service.recent_public_signers(db.session, page)
-        if page.kind == PageKind.PETITION
-        else [],
-        targets=page.targets,
-        letter_editable=editable,
-        letter_max_length=max_length,
+        form=blank_form(page),
         via="",
-        call_script_html=service.render_markdown(str(page.settings.get("call_script", ""))),
-        kind_context=_kind_context(page),
         open_now=service.is_open(page, utcnow()),
+        **page_context(page),
     )
-
-
-def _kind_context(page: ActionPage) -> dict[str, object]:
-    if page.kind == PageKind.EVENT:
-        from app.actions import events
-
-        return events.public_context(db.session, page)
-    return {}
 
 
 @bp.get("/<int:page_id>/report")

@@ -70,34 +70,47 @@ def _external_referrer_host() -> str:
     return "" if host in ("", request.host.split(":")[0]) else host
 
 
-def _render(page: ActionPage, form: object, status: int = 200, **extra: object) -> tuple[str, int]:
-    now = utcnow()
+def page_context(page: ActionPage) -> dict[str, object]:
+    """What the public page template needs about the page, for visitors and staff preview."""
     editable, max_length = letter_limits(page.settings)
-    return render_template(
-        "public/action_page.html",
-        page=page,
-        form=form,
-        body_html=service.render_markdown(page.body_md),
-        count=service.action_count(db.session, page),
-        signers=service.recent_public_signers(db.session, page)
-        if page.kind == PageKind.PETITION
-        else [],
-        targets=page.targets,
-        letter_editable=editable,
-        letter_max_length=max_length,
-        via=_external_referrer_host(),
-        call_script_html=service.render_markdown(str(page.settings.get("call_script", ""))),
-        kind_context=_kind_context(page, now),
-        **extra,
-    ), status
-
-
-def _kind_context(page: ActionPage, now: object) -> dict[str, object]:
+    kind_context: dict[str, object] = {}
     if page.kind == PageKind.EVENT:
         from app.actions import events
 
-        return events.public_context(db.session, page)
-    return {}
+        kind_context = events.public_context(db.session, page)
+    return {
+        "page": page,
+        "body_html": service.render_markdown(page.body_md),
+        "count": service.action_count(db.session, page),
+        "signers": service.recent_public_signers(db.session, page)
+        if page.kind == PageKind.PETITION
+        else [],
+        "targets": page.targets,
+        "letter_editable": editable,
+        "letter_max_length": max_length,
+        "call_script_html": service.render_markdown(str(page.settings.get("call_script", ""))),
+        "kind_context": kind_context,
+    }
+
+
+def blank_form(page: ActionPage) -> ActionForm:
+    """The empty action form, with the page's opt-in default and letter text."""
+    form = ActionForm(formdata=None)
+    form.email_opt_in.data = page.opt_in_default
+    if page.kind == PageKind.LETTER:
+        form.letter_subject.data = page.settings.get("letter_subject", "")
+        form.letter_body.data = page.settings.get("letter_body", "")
+    return form
+
+
+def _render(page: ActionPage, form: object, status: int = 200, **extra: object) -> tuple[str, int]:
+    return render_template(
+        "public/action_page.html",
+        form=form,
+        via=_external_referrer_host(),
+        **page_context(page),
+        **extra,
+    ), status
 
 
 @bp.route("/a/<slug>", methods=["GET", "POST"])
@@ -117,10 +130,7 @@ def action_page(slug: str) -> Response | str | tuple[str, int]:
             return _render(page, form, recognised=True)
         if (blocked := already_screened()) is not None:
             return blocked
-        form = ActionForm(formdata=None)
-        form.email_opt_in.data = page.opt_in_default
-        _prefill_letter(page, form)
-        return _render(page, form)
+        return _render(page, blank_form(page))
 
     if supporter is not None:
         return _confirm_as_supporter(page, supporter, now)
@@ -197,12 +207,6 @@ def _act(
     db.session.commit()
     after_action_committed(result)
     return redirect(url_for(".thanks", slug=page.slug, token=token), 303)
-
-
-def _prefill_letter(page: ActionPage, form: ActionForm) -> None:
-    if page.kind == PageKind.LETTER:
-        form.letter_subject.data = page.settings.get("letter_subject", "")
-        form.letter_body.data = page.settings.get("letter_body", "")
 
 
 @bp.get("/a/<slug>/thanks/<token>")

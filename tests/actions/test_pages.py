@@ -652,3 +652,48 @@ def test_demo_seed_creates_one_live_page_of_each_kind_once(runner, client, db_se
     for page in seeded:
         assert f'href="/a/{page.slug}"' in home
         assert client.get(f"/a/{page.slug}").status_code == 200, page.slug
+
+
+def test_raising_an_events_capacity_moves_the_waitlist_up_and_emails_them(
+    client, db_session, outbox
+):
+    from app.actions.models import EventRsvp
+    from tests.factories import ActionPageFactory, SupporterFactory
+
+    event = {
+        "starts_at": "2031-05-01T18:30",
+        "ends_at": "2031-05-01T20:00",
+        "timezone": "Europe/Berlin",
+        "venue": "Town hall",
+        "capacity": 1,
+    }
+    page = ActionPageFactory(kind="event", slug="symposium", settings=event)
+    going, waiting = (
+        SupporterFactory(email="going@example.org"),
+        SupporterFactory(email="waiting@example.org"),
+    )
+    for person, status in ((going, "going"), (waiting, "waitlisted")):
+        db_session.add(EventRsvp(page_id=page.id, supporter_id=person.id, status=status))
+    db_session.commit()
+
+    sign_in(client, Role.ORGANIZER)
+    response = post_page(
+        client,
+        f"/staff/pages/{page.id}",
+        kind="event",
+        slug="symposium",
+        status="live",
+        starts_at=event["starts_at"],
+        ends_at=event["ends_at"],
+        timezone=event["timezone"],
+        venue=event["venue"],
+        capacity="2",
+    )
+    assert response.status_code == 303, html_of(response)
+    db_session.expire_all()
+    statuses = {
+        r.supporter_id: r.status
+        for r in db_session.scalars(select(EventRsvp).where(EventRsvp.page_id == page.id))
+    }
+    assert statuses == {going.id: "going", waiting.id: "going"}
+    assert [e.to for e in outbox.entries()] == ["waiting@example.org"]
