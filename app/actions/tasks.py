@@ -5,16 +5,11 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from celery import shared_task
-from flask import current_app
+from celery import Task, shared_task
 
 from app.actions import events
-from app.extensions import db
-from app.integrations.email import EmailProviderError, provider_from_config
-from app.mailings.service import SenderIdentity
+from app.mailings.tasks import send_with_retries
 from app.supporters.tasks import enqueue_welcome
-from app.timeutil import utcnow
-from privacy.seal import SealError
 
 if TYPE_CHECKING:
     from app.actions.service import ActionResult
@@ -35,30 +30,15 @@ def after_action_committed(result: ActionResult) -> None:
 
 
 @shared_task(name="actions.send_rsvp_email", bind=True, max_retries=10)
-def send_rsvp_email(self, rsvp_id: int, kind: str) -> str:  # type: ignore[no-untyped-def]
+def send_rsvp_email(self: Task, rsvp_id: int, kind: str) -> str:
     """Send an RSVP's confirmation, waitlist or promotion email; retry while the provider fails."""
-    config = current_app.config
-    try:
-        outcome = events.send_rsvp_email(
-            db.session,
-            provider_from_config(config),
-            SenderIdentity.from_config(config),
-            rsvp_id,
-            kind,
-            utcnow(),
-        )
-    except SealError as exc:
-        db.session.commit()  # the `failed` row tells staff; a retry would fail the same way
-        log.error("%s email for RSVP %s refused by the seal: %s", kind, rsvp_id, exc)
-        return "refused"
-    except EmailProviderError as exc:
-        db.session.commit()  # keep the `failed` row and its error for staff to see
-        if not exc.retryable:
-            log.warning("%s email for RSVP %s failed for good: %s", kind, rsvp_id, exc)
-            return "failed"
-        raise self.retry(exc=exc, countdown=min(3600, 30 * 2**self.request.retries)) from exc
-    db.session.commit()
-    return outcome
+    return send_with_retries(
+        self,
+        f"{kind} email for RSVP {rsvp_id}",
+        lambda session, provider, identity, now: events.send_rsvp_email(
+            session, provider, identity, rsvp_id, kind, now
+        ),
+    )
 
 
 def enqueue_rsvp_email(rsvp_id: int, kind: str) -> None:

@@ -17,6 +17,7 @@ from app.actions import targets as target_service
 from app.actions.models import Action, ActionPage, LetterDelivery, PageTarget, Target
 from app.extensions import db
 from app.integrations.email import EmailProviderError
+from app.mailings import tasks as mailing_tasks
 from app.mailings.models import EmailLog
 from app.mailings.service import SenderIdentity
 from app.supporters import service as supporters
@@ -456,7 +457,7 @@ def queued_letter(db_session) -> LetterDelivery:  # type: ignore[no-untyped-def]
 def test_a_provider_outage_is_retried_and_the_letter_goes_once(db_session, outbox, monkeypatch):
     delivery = queued_letter(db_session)
     provider = FlakyProvider(outbox, failures=1)
-    monkeypatch.setattr(letter_tasks, "provider_from_config", lambda config: provider)
+    monkeypatch.setattr(mailing_tasks, "provider_from_config", lambda config: provider)
     # Called directly (not through a worker), Celery's retry re-raises the cause.
     with pytest.raises(EmailProviderError):
         letter_tasks.send_letter(delivery.id)
@@ -477,7 +478,7 @@ def test_a_provider_outage_is_retried_and_the_letter_goes_once(db_session, outbo
 def test_a_permanent_provider_failure_marks_the_letter_failed(db_session, outbox, monkeypatch):
     delivery = queued_letter(db_session)
     provider = FlakyProvider(outbox, failures=1, retryable=False)
-    monkeypatch.setattr(letter_tasks, "provider_from_config", lambda config: provider)
+    monkeypatch.setattr(mailing_tasks, "provider_from_config", lambda config: provider)
     assert letter_tasks.send_letter.delay(delivery.id).get() == "failed"
     [delivery] = deliveries(db_session)
     assert (delivery.status, delivery.skip_reason) == ("failed", "provider-error")
