@@ -10,7 +10,7 @@ from app.actions.models import (
     Target,
 )
 from app.mailings.models import EmailLog
-from app.staff.models import AuditEntry, StaffUser
+from app.staff.models import AuditEntry, DisclosureEntry, StaffUser
 from app.supporters.models import ConsentEvent, Supporter, Tag, supporter_tags
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "AuditEntry",
     "CallReport",
     "ConsentEvent",
+    "DisclosureEntry",
     "EmailLog",
     "EventRsvp",
     "LetterDelivery",

@@ -22,6 +22,7 @@ from app.staff import service as staff_service
 from app.staff.auth import ALL_ROLES, role_required
 from app.supporters import service as supporters
 from app.timeutil import utcnow
+from privacy.ledger import DisclosureRefused
 
 bp = Blueprint("events", __name__)
 
@@ -66,33 +67,42 @@ def cancel(token: str, page_id: int) -> Response:
 
 @bp.get("/staff/pages/<int:page_id>/attendees")
 @role_required(*ALL_ROLES)
-def attendees(page_id: int) -> Response | str:
+def attendees(page_id: int) -> Response | tuple[str, int]:
     """Who is going and who is waiting; ?format=csv downloads it (and is audited)."""
     page = db.session.get(ActionPage, page_id)
     if page is None or page.kind != PageKind.EVENT:
         abort(404)
     rows = events.attendees(db.session, page)
+    export_error = ""
     if request.args.get("format") == "csv":
-        staff_service.audit(
-            db.session,
-            current_user,
-            "event.attendees_export",
-            "action_page",
-            page.id,
-            utcnow(),
-            rows=len(rows),
-        )
-        db.session.commit()
-        response = Response(events.attendees_csv(rows), mimetype="text/csv")
-        response.headers["Content-Disposition"] = (
-            f'attachment; filename="attendees-{page.slug}.csv"'
-        )
-        response.headers["Cache-Control"] = "no-store"
-        return response
+        # A staff export is personal data leaving the system: it needs a purpose, and the
+        # disclosure ledger records it (privacy rule 1).
+        try:
+            staff_service.record_staff_export(
+                db.session,
+                current_user,
+                f"attendees of event page {page.id} (name, email, RSVP status)",
+                request.args.get("purpose", ""),
+                len(rows),
+                utcnow(),
+            )
+        except DisclosureRefused:
+            db.session.rollback()
+            export_error = "Please say why you need this export; it is recorded in the ledger."
+        else:
+            db.session.commit()
+            response = Response(events.attendees_csv(rows), mimetype="text/csv")
+            response.headers["Content-Disposition"] = (
+                f'attachment; filename="attendees-{page.slug}.csv"'
+            )
+            response.headers["Cache-Control"] = "no-store"
+            return response
     return render_template(
         "staff/attendees.html",
         page=page,
         rows=rows,
         context=events.public_context(db.session, page),
         waitlisted=events.waitlist_count(db.session, page),
-    )
+        export_error=export_error,
+        purpose=request.args.get("purpose", "")[:500],
+    ), (422 if export_error else 200)

@@ -7,10 +7,11 @@ from datetime import datetime
 from typing import Any
 
 from flask_login import UserMixin
-from sqlalchemy import JSON, ForeignKey, String
+from sqlalchemy import JSON, ForeignKey, String, event
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.extensions import db
+from app.supporters.models import AppendOnlyError
 from app.timeutil import utcnow
 
 
@@ -54,3 +55,27 @@ class AuditEntry(db.Model):
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
     staff_user: Mapped[StaffUser | None] = relationship()
+
+
+class DisclosureEntry(db.Model):
+    """Append-only ledger of personal data leaving the system (see privacy/ledger.py)."""
+
+    __tablename__ = "disclosure_ledger"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    staff_user_id: Mapped[int | None] = mapped_column(ForeignKey("staff_users.id"), index=True)
+    route: Mapped[str] = mapped_column(String(40))
+    recipient: Mapped[str] = mapped_column(String(320))
+    what: Mapped[str] = mapped_column(String(500))
+    purpose: Mapped[str] = mapped_column(String(500))
+    legal_basis: Mapped[str] = mapped_column(String(500))
+    record_count: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+    staff_user: Mapped[StaffUser | None] = relationship()
+
+
+@event.listens_for(DisclosureEntry, "before_update")
+@event.listens_for(DisclosureEntry, "before_delete")
+def _ledger_is_append_only(mapper: object, connection: object, target: DisclosureEntry) -> None:
+    raise AppendOnlyError("disclosure_ledger is append-only")

@@ -11,8 +11,9 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.staff.models import AuditEntry, Role, StaffUser
+from app.staff.models import AuditEntry, DisclosureEntry, Role, StaffUser
 from app.supporters.emails import InvalidEmail, normalise_email
+from privacy.ledger import Disclosure, Route, check
 
 _hasher = PasswordHasher()
 # Verified against when the email is unknown, so both paths take as long.
@@ -94,3 +95,42 @@ def staff_count(session: Session) -> int:
 
 def recent_audit(session: Session, limit: int = 200) -> list[AuditEntry]:
     return list(session.scalars(select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)))
+
+
+def record_staff_export(
+    session: Session, actor: StaffUser, what: str, purpose: str, record_count: int, now: datetime
+) -> DisclosureEntry:
+    """Write a staff export of personal data to the disclosure ledger (and the audit log).
+
+    Raises privacy.ledger.DisclosureRefused when the purpose is missing.
+    """
+    disclosure = check(
+        Disclosure(
+            route=Route.STAFF_EXPORT,
+            recipient=actor.email,
+            what=what,
+            purpose=purpose.strip()[:500],
+            legal_basis="legitimate interest: the organisation's own campaign work",
+            record_count=record_count,
+        )
+    )
+    entry = DisclosureEntry(
+        staff_user_id=actor.id,
+        route=disclosure.route.value,
+        recipient=disclosure.recipient,
+        what=disclosure.what[:500],
+        purpose=disclosure.purpose,
+        legal_basis=disclosure.legal_basis,
+        record_count=disclosure.record_count,
+        created_at=now,
+    )
+    session.add(entry)
+    audit(session, actor, "privacy.export", "disclosure", "", now=now, what=what, rows=record_count)
+    session.flush()
+    return entry
+
+
+def recent_disclosures(session: Session, limit: int = 200) -> list[DisclosureEntry]:
+    return list(
+        session.scalars(select(DisclosureEntry).order_by(DisclosureEntry.id.desc()).limit(limit))
+    )

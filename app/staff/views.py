@@ -175,4 +175,8 @@ def outbox_message(name: str) -> str:
 @bp.get("/privacy")
 @role_required(Role.ADMIN)
 def privacy() -> str:
-    return render_template("staff/privacy.html", entries=staff_service.recent_audit(db.session))
+    return render_template(
+        "staff/privacy.html",
+        entries=staff_service.recent_audit(db.session),
+        disclosures=staff_service.recent_disclosures(db.session),
+    )

@@ -23,7 +23,7 @@ from app.actions.service import ActionDetails, Attribution, take_action
 from app.extensions import db
 from app.mailings.models import EmailLog
 from app.mailings.service import SenderIdentity
-from app.staff.models import AuditEntry, Role
+from app.staff.models import AuditEntry, DisclosureEntry, Role
 from app.supporters.models import Supporter
 from app.supporters.tokens import make_token
 from app.timeutil import utcnow
@@ -557,7 +557,13 @@ def test_staff_attendee_list_shows_going_and_waitlisted_and_downloads_csv(client
     assert text.index(ada["email"]) < text.index(bo["email"])
     assert "1 going" in text and "1 on the waitlist" in text
 
-    download = client.get(f"/staff/pages/{page.id}/attendees?format=csv")
+    refused = client.get(f"/staff/pages/{page.id}/attendees?format=csv")
+    assert refused.status_code == 422 and "Please say why" in page_text(refused)
+    assert db.session.scalars(select(DisclosureEntry)).all() == []
+
+    download = client.get(
+        f"/staff/pages/{page.id}/attendees?format=csv&purpose=Name+badges+for+the+vigil"
+    )
     assert download.status_code == 200
     assert download.mimetype == "text/csv"
     assert "attachment" in download.headers["Content-Disposition"]
@@ -566,11 +572,13 @@ def test_staff_attendee_list_shows_going_and_waitlisted_and_downloads_csv(client
         (ada["email"], "going", "Ada"),
         (bo["email"], "waitlisted", "Bo"),
     ]
-    [entry] = db.session.scalars(
-        select(AuditEntry).where(AuditEntry.action == "event.attendees_export")
+    [entry] = db.session.scalars(select(DisclosureEntry)).all()
+    assert (entry.staff_user_id, entry.route, entry.record_count) == (viewer.id, "staff export", 2)
+    assert entry.purpose == "Name badges for the vigil" and f"page {page.id}" in entry.what
+    [audited] = db.session.scalars(
+        select(AuditEntry).where(AuditEntry.action == "privacy.export")
     ).all()
-    assert entry.staff_user_id == viewer.id and entry.object_id == str(page.id)
-    assert entry.detail == {"rows": 2}
+    assert audited.staff_user_id == viewer.id and audited.detail["rows"] == 2
 
 
 def test_attendee_list_is_for_staff_only(client):
