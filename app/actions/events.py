@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from app.actions import ics
 from app.actions.models import Action, ActionPage, EventRsvp, PageKind, RsvpStatus
 from app.actions.service import ActionError
+from app.mailings.models import EmailLog
 from app.supporters.models import Supporter
 from app.timeutil import utcnow
 
@@ -31,6 +32,10 @@ if TYPE_CHECKING:
     from app.mailings.service import SenderIdentity
 
 ACTIVE = (RsvpStatus.GOING.value, RsvpStatus.WAITLISTED.value)
+# The beat sweep queues RSVP emails never handed over (the broker was down, say):
+# changes older than SWEEP_AFTER (their own task had time to run), younger than SWEEP_WINDOW.
+SWEEP_AFTER = timedelta(minutes=2)
+SWEEP_WINDOW = timedelta(days=3)
 # What each RSVP email says, and the status the RSVP must still have for it to go out.
 EMAILS = {
     "going": ("event-confirmation", RsvpStatus.GOING),
@@ -476,20 +481,23 @@ def send_rsvp_email(
     rsvp = session.get(EventRsvp, rsvp_id)
     if rsvp is None or rsvp.status != needed:
         return "not-needed"
+    # "going" and "promoted" announce the same change: if the other went, this one must not.
+    siblings = [k for k in _kinds_for(rsvp.status) if k != kind]
+    if siblings and session.scalar(
+        select(EmailLog.id).where(EmailLog.dedupe_key.in_(rsvp_email_keys(rsvp, siblings)))
+    ):
+        return "already-sent"
     page = rsvp.page
     attachments: tuple[tuple[str, str, bytes], ...] = ()
     if needed == RsvpStatus.GOING and (ics_data := calendar_file(page, identity.base_url)):
         attachments = (("event.ics", "text/calendar", ics_data),)
-    # The status change's time is in the key, so someone who cancels and comes back
-    # hears from us again, while a retried task still sends at most once.
-    stamp = rsvp.updated_at.strftime("%Y%m%dT%H%M%S%f")
     row = send_to_supporter(
         session,
         provider,
         identity,
         rsvp.supporter,
         template,
-        f"event-rsvp:{rsvp.id}:{kind}:{stamp}",
+        rsvp_email_key(rsvp.id, kind, rsvp.updated_at),
         now,
         email_context(page, identity.base_url),
         Purpose.TRANSACTIONAL,
@@ -498,3 +506,85 @@ def send_rsvp_email(
     if row is None:
         return "already-sent"
     return row.status if not row.skip_reason else f"skipped:{row.skip_reason}"
+
+
+def rsvp_email_key(rsvp_id: int, kind: str, changed_at: datetime) -> str:
+    """The email's dedupe key.
+
+    The status change's time is in the key, so someone who cancels and comes back
+    hears from us again, while a retried task still sends at most once.
+    """
+    return f"event-rsvp:{rsvp_id}:{kind}:{changed_at.strftime('%Y%m%dT%H%M%S%f')}"
+
+
+def _kinds_for(status: str) -> list[str]:
+    """The emails that can announce an RSVP's taking this status."""
+    return [kind for kind, (_, needed) in EMAILS.items() if needed == status]
+
+
+def rsvp_email_keys(rsvp: EventRsvp, kinds: list[str]) -> list[str]:
+    return [rsvp_email_key(rsvp.id, kind, rsvp.updated_at) for kind in kinds]
+
+
+def _owed_kind(rsvp: EventRsvp, action_updated_at: datetime | None) -> str:
+    """Which email the RSVP's current status calls for.
+
+    Waitlisted: "waitlisted". Going: "going" when the person's own RSVP put them
+    there (a new RSVP, or coming back after cancelling: the action was taken at
+    that very moment); otherwise a place opened up for them: "promoted". Someone
+    promoted who then sends the form again looks like the second case; that
+    RSVP gets "going", and send_rsvp_email still never sends both.
+    """
+    if rsvp.status == RsvpStatus.WAITLISTED:
+        return "waitlisted"
+    if rsvp.updated_at == rsvp.created_at or action_updated_at == rsvp.updated_at:
+        return "going"
+    return "promoted"
+
+
+def pending_rsvp_emails(
+    session: Session, now: datetime, limit: int = 500, chunk: int = 500
+) -> list[tuple[int, str]]:
+    """Recent RSVP changes whose email was never handed over: (rsvp id, kind) pairs.
+
+    Only going and waitlisted RSVPs that took their status between SWEEP_WINDOW
+    and SWEEP_AFTER ago, for events not yet over, whose email for that change
+    has no log row at all. A row that failed is left out: its own task retries it
+    with backoff (or it failed for good and staff see why).
+    """
+    rows = session.execute(
+        select(EventRsvp, Action.updated_at)
+        .outerjoin(
+            Action,
+            (Action.page_id == EventRsvp.page_id) & (Action.supporter_id == EventRsvp.supporter_id),
+        )
+        .where(
+            EventRsvp.status.in_(ACTIVE),
+            EventRsvp.updated_at < now - SWEEP_AFTER,
+            EventRsvp.updated_at > now - SWEEP_WINDOW,
+        )
+        .order_by(EventRsvp.id)
+    ).all()
+    over: dict[int, bool] = {}
+    owed: list[tuple[int, str]] = []
+    for start in range(0, len(rows), chunk):
+        batch = rows[start : start + chunk]
+        # Any email for this change (going or promoted alike) means it was handed over.
+        keys = {r: rsvp_email_keys(r, _kinds_for(r.status)) for r, _ in batch}
+        logged = set(
+            session.scalars(
+                select(EmailLog.dedupe_key).where(
+                    EmailLog.dedupe_key.in_([k for ks in keys.values() for k in ks])
+                )
+            )
+        )
+        for rsvp, action_updated_at in batch:
+            if any(k in logged for k in keys[rsvp]):
+                continue
+            if rsvp.page_id not in over:
+                over[rsvp.page_id] = _is_over(details(rsvp.page), now)
+            if not over[rsvp.page_id]:
+                owed.append((rsvp.id, _owed_kind(rsvp, action_updated_at)))
+                if len(owed) >= limit:
+                    return owed
+    return owed
