@@ -9,7 +9,14 @@ from app.actions.models import (
     PageTarget,
     Target,
 )
-from app.mailings.models import EmailLog
+from app.mailings.models import (
+    Delivery,
+    EmailLog,
+    Mailing,
+    MailingLink,
+    ProviderEvent,
+    TrackingEvent,
+)
 from app.staff.models import AuditEntry, DisclosureEntry, StaffUser
 from app.supporters.models import ConsentEvent, Supporter, Tag, supporter_tags
 
@@ -19,14 +26,19 @@ __all__ = [
     "AuditEntry",
     "CallReport",
     "ConsentEvent",
+    "Delivery",
     "DisclosureEntry",
     "EmailLog",
     "EventRsvp",
     "LetterDelivery",
+    "Mailing",
+    "MailingLink",
     "PageTarget",
+    "ProviderEvent",
     "StaffUser",
     "Supporter",
     "Tag",
     "Target",
+    "TrackingEvent",
     "supporter_tags",
 ]
