@@ -132,6 +132,14 @@ def load_config(instance_path: Path) -> dict[str, Any]:
                     "task": "letters.send_stale_letters",
                     "schedule": 900.0,
                 },
+                "send-pending-rsvp-emails": {
+                    "task": "actions.send_pending_rsvp_emails",
+                    "schedule": 300.0,
+                },
+                "send-pending-letter-copies": {
+                    "task": "letters.send_pending_copies",
+                    "schedule": 300.0,
+                },
             },
         },
     }

@@ -532,8 +532,8 @@ def _owed_kind(rsvp: EventRsvp, action_updated_at: datetime | None) -> str:
     Waitlisted: "waitlisted". Going: "going" when the person's own RSVP put them
     there (a new RSVP, or coming back after cancelling: the action was taken at
     that very moment); otherwise a place opened up for them: "promoted". Someone
-    promoted who then sends the form again looks like the second case; that
-    RSVP gets "going", and send_rsvp_email still never sends both.
+    who came back and then sent the form again (moving the action's time on)
+    looks promoted and gets "promoted"; send_rsvp_email still never sends both.
     """
     if rsvp.status == RsvpStatus.WAITLISTED:
         return "waitlisted"

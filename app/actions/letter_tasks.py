@@ -74,6 +74,16 @@ def send_stale_letters() -> int:
     return len(ids)
 
 
+@shared_task(name="letters.send_pending_copies")
+def send_pending_copies() -> int:
+    """Beat job: queue signers' copies whose task was never queued (the broker was down)."""
+    ids = letters.pending_copy_ids(db.session, utcnow())
+    db.session.commit()
+    for action_id in ids:
+        send_copy.delay(action_id)
+    return len(ids)
+
+
 def _enqueue(task: Any, *args: int) -> None:
     """Queue a task; the broker being down must not undo the action (the sweep retries)."""
     try:

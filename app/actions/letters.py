@@ -13,7 +13,7 @@ import unicodedata
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import String, cast, literal, select
+from sqlalchemy import String, cast, func, literal, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -34,6 +34,10 @@ MAX_SUBJECT = 200
 DIGEST_MAX_LETTERS = 200  # per email; a busier office gets the rest in further parts
 DIGEST_MAX_PARTS = 50
 STALE_AFTER = timedelta(hours=1)
+# The beat sweep queues signers' copies never handed over (the broker was down, say):
+# letters that first reached an office between COPY_SWEEP_WINDOW and COPY_SWEEP_AFTER ago.
+COPY_SWEEP_AFTER = timedelta(minutes=2)
+COPY_SWEEP_WINDOW = timedelta(days=3)
 
 
 class DeliveryStatus(enum.StrEnum):
@@ -388,7 +392,7 @@ def send_copy(
         identity,
         action.supporter,
         "letter-copy",
-        f"letter-copy:{action.id}",
+        copy_key(action.id),
         now,
         {
             "page": action.page,
@@ -402,3 +406,40 @@ def send_copy(
     if row is None:
         return "already-sent"
     return row.status if not row.skip_reason else f"skipped:{row.skip_reason}"
+
+
+def copy_key(action_id: int) -> str:
+    return f"letter-copy:{action_id}"
+
+
+def pending_copy_ids(session: Session, now: datetime, limit: int = 500) -> list[int]:
+    """Letter actions whose signer's copy was never handed over (the broker was down, say).
+
+    A copy is owed once the letter reached at least one office (after_action owes
+    it when the first delivery is stored), so the clock is that first delivery.
+    Only copies with no log row at all: one whose send failed is left out, as its
+    own task retries it with backoff (or it failed for good and staff see why).
+    """
+    first_delivery = (
+        select(func.min(LetterDelivery.created_at))
+        .where(LetterDelivery.action_id == Action.id)
+        .scalar_subquery()
+    )
+    logged = (
+        select(EmailLog.id)
+        .where(EmailLog.dedupe_key == literal("letter-copy:") + cast(Action.id, String))
+        .exists()
+    )
+    return list(
+        session.scalars(
+            select(Action.id)
+            .where(
+                Action.letter_body != "",
+                first_delivery < now - COPY_SWEEP_AFTER,
+                first_delivery > now - COPY_SWEEP_WINDOW,
+                ~logged,
+            )
+            .order_by(Action.id)
+            .limit(limit)
+        )
+    )

@@ -8,8 +8,10 @@ from typing import TYPE_CHECKING
 from celery import Task, shared_task
 
 from app.actions import events
+from app.extensions import db
 from app.mailings.tasks import send_with_retries
 from app.supporters.tasks import enqueue_welcome
+from app.timeutil import utcnow
 
 if TYPE_CHECKING:
     from app.actions.service import ActionResult
@@ -41,9 +43,19 @@ def send_rsvp_email(self: Task, rsvp_id: int, kind: str) -> str:
     )
 
 
+@shared_task(name="actions.send_pending_rsvp_emails")
+def send_pending_rsvp_emails() -> int:
+    """Beat job: queue RSVP emails whose task was never queued (the broker was down)."""
+    pending = events.pending_rsvp_emails(db.session, utcnow())
+    db.session.commit()
+    for rsvp_id, kind in pending:
+        send_rsvp_email.delay(rsvp_id, kind)
+    return len(pending)
+
+
 def enqueue_rsvp_email(rsvp_id: int, kind: str) -> None:
     """Queue an RSVP email ("going", "waitlisted" or "promoted") after the change committed."""
     try:
         send_rsvp_email.delay(rsvp_id, kind)
-    except Exception:  # the broker being down must not undo the RSVP
+    except Exception:  # the broker being down must not undo the RSVP; the sweep will
         log.exception("could not queue the %s email for RSVP %s", kind, rsvp_id)

@@ -7,13 +7,13 @@ import threading
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from html import unescape
-from pathlib import Path
 from typing import Any
 
 import pytest
 from werkzeug.serving import make_server
 
 from app.timeutil import utcnow
+from tests.browser.conftest import CHROMIUM, LAUNCH_ARGS
 from tests.factories import ActionPageFactory
 from tests.test_security import csp_directives
 
@@ -107,7 +107,6 @@ def test_frame_ancestors_can_be_limited_to_named_sites(make_app, app):
 
 # --- in a real browser, framed by another origin ----------------------------------------------
 
-CHROMIUM = Path("/usr/bin/chromium")
 
 PARTNER_PAGE = """<!doctype html>
 <meta name="viewport" content="width=device-width">
@@ -159,7 +158,7 @@ def test_another_site_frames_the_embed_which_reports_its_height(live_server, par
 
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"]
+            executable_path=str(CHROMIUM), headless=True, args=LAUNCH_ARGS
         )
         try:
             page = browser.new_page(viewport={"width": 390, "height": 844})
