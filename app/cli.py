@@ -15,6 +15,7 @@ from app.timeutil import utcnow
 
 staff_cli = AppGroup("staff", help="Staff accounts.")
 demo_cli = AppGroup("demo", help="Demo data for trying Groundswell by hand.")
+mailings_cli = AppGroup("mailings", help="Compose and send mailings.")
 
 DEMO_STAFF_EMAIL = "demo-admin@groundswell.example"
 
@@ -77,6 +78,97 @@ def seed(count: int) -> None:
     click.echo(f"Demo action pages: {pages_created} added; one live page of each kind is on /.")
 
 
+@mailings_cli.command("create")
+@click.option("--subject", required=True, help="The subject line.")
+@click.option(
+    "--body",
+    "body_file",
+    required=True,
+    type=click.File("r", encoding="utf-8"),
+    help="A Markdown file with the body ({{ first_name }} is filled in per recipient).",
+)
+@click.option("--segment", default="", help="A saved segment's name (default: every subscriber).")
+@click.option("--throttle", type=click.IntRange(1), default=None, help="Messages per hour.")
+def create_mailing(
+    subject: str, body_file: click.utils.LazyFile, segment: str, throttle: int | None
+) -> None:
+    """Create a draft mailing and print its id."""
+    from app.mailings import pipeline
+
+    try:
+        mailing = pipeline.create_mailing(
+            db.session,
+            subject=subject,
+            body_md=body_file.read(),
+            now=utcnow(),
+            segment={"name": segment} if segment else None,
+            throttle_per_hour=throttle,
+        )
+    except pipeline.PipelineError as exc:
+        raise click.ClickException(str(exc)) from None
+    db.session.commit()
+    click.echo(mailing.id)
+
+
+@mailings_cli.command("send")
+@click.argument("mailing_id", type=int)
+def send_mailing(mailing_id: int) -> None:
+    """Queue a mailing to every recipient it has not reached yet; print how many."""
+    from app.mailings import pipeline
+    from app.mailings.models import Mailing
+    from app.mailings.tasks import enqueue_chunks, start_mailing
+    from privacy.seal import SealError
+
+    mailing = db.session.get(Mailing, mailing_id)
+    if mailing is None:
+        raise click.ClickException(f"no mailing {mailing_id}")
+    try:
+        added, queued = start_mailing(db.session, mailing, utcnow())
+    except (SealError, pipeline.PipelineError) as exc:
+        db.session.rollback()
+        raise click.ClickException(str(exc)) from None
+    throttle = mailing.throttle_per_hour
+    db.session.commit()
+    chunks = enqueue_chunks(mailing_id, queued, throttle)
+    click.echo(
+        f"Mailing {mailing_id}: {added} recipients added, {queued} queued in {chunks} chunks."
+    )
+
+
+@mailings_cli.command("control")
+@click.argument("action", type=click.Choice(["pause", "resume", "cancel"]))
+@click.argument("mailing_id", type=int)
+def control_mailing(action: str, mailing_id: int) -> None:
+    """Pause, resume or cancel a mailing that is sending."""
+    from app.mailings import pipeline
+    from app.mailings.models import Mailing
+    from app.mailings.tasks import enqueue_chunks
+
+    mailing = db.session.get(Mailing, mailing_id)
+    if mailing is None:
+        raise click.ClickException(f"no mailing {mailing_id}")
+    now = utcnow()
+    try:
+        if action == "pause":
+            pipeline.pause(db.session, mailing, now)
+            db.session.commit()
+            click.echo(f"Mailing {mailing_id} paused.")
+        elif action == "resume":
+            queued = pipeline.resume(db.session, mailing, now)
+            throttle = mailing.throttle_per_hour
+            db.session.commit()
+            enqueue_chunks(mailing_id, queued, throttle)
+            click.echo(f"Mailing {mailing_id} resumed: {queued} still queued.")
+        else:
+            cancelled = pipeline.cancel(db.session, mailing, now)
+            db.session.commit()
+            click.echo(f"Mailing {mailing_id} cancelled: {cancelled} deliveries will not be sent.")
+    except pipeline.PipelineError as exc:
+        db.session.rollback()
+        raise click.ClickException(str(exc)) from None
+
+
 def register_cli(app: Flask) -> None:
     app.cli.add_command(staff_cli)
     app.cli.add_command(demo_cli)
+    app.cli.add_command(mailings_cli)

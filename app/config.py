@@ -109,6 +109,10 @@ def load_config(instance_path: Path) -> dict[str, Any]:
         "RATELIMIT_HEADERS_ENABLED": True,
         "SIGNUP_RATE_LIMIT": os.environ.get("SIGNUP_RATE_LIMIT", "10 per minute;60 per hour"),
         "LOGIN_RATE_LIMIT": os.environ.get("LOGIN_RATE_LIMIT", "10 per minute"),
+        # No more than this many mailings per person per 24 hours (0 = no cap).
+        "MAILING_DAILY_CAP": int(os.environ.get("MAILING_DAILY_CAP", "1")),
+        # Deliveries claimed longer ago than this are re-queued by `mailings.reconcile`.
+        "MAILING_CLAIM_LEASE_SECONDS": float(os.environ.get("MAILING_CLAIM_LEASE_SECONDS", "300")),
         "CELERY": {
             "broker_url": broker,
             "task_ignore_result": True,
@@ -119,6 +123,10 @@ def load_config(instance_path: Path) -> dict[str, Any]:
             "task_always_eager": _bool("CELERY_TASK_ALWAYS_EAGER", False),
             "task_eager_propagates": True,
             "beat_schedule": {
+                "reconcile-mailings": {
+                    "task": "mailings.reconcile",
+                    "schedule": 60.0,
+                },
                 "send-pending-welcomes": {
                     "task": "supporters.send_pending_welcomes",
                     "schedule": 60.0,
@@ -139,6 +147,16 @@ def load_config(instance_path: Path) -> dict[str, Any]:
                 "send-pending-letter-copies": {
                     "task": "letters.send_pending_copies",
                     "schedule": 300.0,
+                },
+                # Opens and clicks spooled while the database was unavailable.
+                "drain-tracking-spool": {
+                    "task": "tracking.drain_spool",
+                    "schedule": 30.0,
+                },
+                # Provider events whose processing task was never queued or failed.
+                "process-provider-events": {
+                    "task": "webhooks.process_provider_events",
+                    "schedule": 60.0,
                 },
             },
         },

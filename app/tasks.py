@@ -8,4 +8,5 @@ celery = flask_app.extensions["celery"]
 # Register every domain's tasks with the worker.
 import app.actions.letter_tasks  # noqa: E402
 import app.actions.tasks  # noqa: E402
+import app.mailings.event_tasks  # noqa: E402
 import app.supporters.tasks  # noqa: E402,F401

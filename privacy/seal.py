@@ -249,3 +249,275 @@ def require_sealed(message: object) -> SealedEmail:
     if message.headers.get("List-Unsubscribe-Post") != "List-Unsubscribe=One-Click":
         raise SealError("refusing to send a message without List-Unsubscribe-Post")
     return message
+
+
+# --- Bulk sealing: one body for many recipients --------------------------------------
+#
+# A mailing is composed once with per-recipient placeholders (SendGrid
+# substitution tags) and sent in chunks of up to 1,000 personalizations. The
+# body is checked once by `seal_bulk()`; each recipient is then checked by
+# `seal_recipient()` without rendering the body again. The rule still holds
+# for every message: the body can only change at the placeholders, a
+# placeholder can never hide the postal address or the unsubscribe link's
+# text, and the unsubscribe placeholder must map to that recipient's own page.
+
+UNSUBSCRIBE_PLACEHOLDER = "-unsubscribe_url-"
+_PLACEHOLDER = re.compile(r"-[a-z][a-z0-9_]*-")
+_PLACEHOLDER_EXACT = re.compile(r"-[a-z][a-z0-9_]*-\Z")
+# Substituted values land in the HTML part verbatim: markup could hide the rest of the body.
+_FORBIDDEN_IN_VALUES = ("<", ">", "\r", "\n", "\x00")
+
+
+@dataclass(frozen=True)
+class BulkDraft:
+    """A mailing as composed, with placeholders such as -first_name- and -unsubscribe_url-."""
+
+    subject: str
+    text: str
+    html: str | None
+    sender: str
+    reply_to: str | None = None
+    category: str = "mailing"
+
+
+@dataclass(frozen=True)
+class SealedBulk:
+    """A bulk body that passed the seal. Only `seal_bulk()` can make one."""
+
+    subject: str
+    text: str
+    html: str | None
+    sender: str
+    reply_to: str | None
+    category: str
+    postal_address: str
+    _key: object = field(repr=False, compare=False, default=None)
+    _fingerprint: str = field(repr=False, compare=False, default="")
+
+    def __post_init__(self) -> None:
+        if self._key is not _SEAL_KEY:
+            raise SealError("a SealedBulk can only be made by privacy.seal.seal_bulk()")
+
+
+@dataclass(frozen=True)
+class SealedRecipient:
+    """One recipient of a sealed bulk body. Only `seal_recipient()` can make one."""
+
+    to: str
+    substitutions: dict[str, str]
+    headers: dict[str, str]
+    links: UnsubscribeLinks
+    bulk_fingerprint: str
+    _key: object = field(repr=False, compare=False, default=None)
+    _fingerprint: str = field(repr=False, compare=False, default="")
+
+    def __post_init__(self) -> None:
+        if self._key is not _SEAL_KEY:
+            raise SealError("a SealedRecipient can only be made by privacy.seal.seal_recipient()")
+
+
+def _bulk_fingerprint(bulk: SealedBulk) -> str:
+    content = (
+        bulk.subject,
+        bulk.text,
+        bulk.html,
+        bulk.sender,
+        bulk.reply_to,
+        bulk.category,
+        bulk.postal_address,
+    )
+    return hashlib.sha256(repr(content).encode()).hexdigest()
+
+
+def _recipient_fingerprint(recipient: SealedRecipient) -> str:
+    content = (
+        recipient.to,
+        sorted(recipient.substitutions.items()),
+        sorted(recipient.headers.items()),
+        recipient.links,
+        recipient.bulk_fingerprint,
+    )
+    return hashlib.sha256(repr(content).encode()).hexdigest()
+
+
+def _without_placeholders(body: str) -> str:
+    """The body as it reads if every placeholder but the unsubscribe one became empty.
+
+    Whatever a recipient's values are, the checks made on this version still hold.
+    """
+    return _PLACEHOLDER.sub(
+        lambda m: m.group(0) if m.group(0) == UNSUBSCRIBE_PLACEHOLDER else "", body
+    )
+
+
+def _check_bulk_body(text: str, body_html: str | None, postal_address: str) -> None:
+    if _PLACEHOLDER.search(postal_address):
+        raise SealError("the postal address must not contain a placeholder")
+    placeholder_links = UnsubscribeLinks(page_url=UNSUBSCRIBE_PLACEHOLDER, one_click_url="")
+    check_body(
+        _without_placeholders(text),
+        None if body_html is None else _without_placeholders(body_html),
+        placeholder_links,
+        postal_address,
+    )
+
+
+def seal_bulk(draft: BulkDraft, postal_address: str) -> SealedBulk:
+    """Seal a bulk body once for every recipient of a mailing.
+
+    Raises SealError unless the text part and the HTML part (as the href of a
+    visible <a>) each carry the -unsubscribe_url- placeholder, and each carries
+    the postal address, whatever the other placeholders are replaced with.
+    """
+    _check_bulk_body(draft.text, draft.html, postal_address)
+    if UNSUBSCRIBE_PLACEHOLDER in draft.subject:
+        raise SealError("the subject must not carry the unsubscribe placeholder")
+    bulk = SealedBulk(
+        subject=draft.subject,
+        text=draft.text,
+        html=draft.html,
+        sender=draft.sender,
+        reply_to=draft.reply_to,
+        category=draft.category,
+        postal_address=postal_address,
+        _key=_SEAL_KEY,
+    )
+    object.__setattr__(bulk, "_fingerprint", _bulk_fingerprint(bulk))
+    return bulk
+
+
+def _require_unchanged_bulk(bulk: object) -> SealedBulk:
+    """A body made by seal_bulk() and unchanged since: its content is what passed the checks.
+
+    `seal_recipient()` runs for each of a million recipients, so it relies on this
+    digest rather than re-reading the body; providers re-run the checks once per
+    chunk in `require_sealed_bulk()`.
+    """
+    if not isinstance(bulk, SealedBulk) or bulk._key is not _SEAL_KEY:
+        raise SealError("refusing to send a bulk body that did not pass privacy.seal")
+    if bulk._fingerprint != _bulk_fingerprint(bulk):
+        raise SealError("refusing to send a bulk body that was changed after it was sealed")
+    return bulk
+
+
+def _require_bulk(bulk: object) -> SealedBulk:
+    sealed_bulk = _require_unchanged_bulk(bulk)
+    _check_bulk_body(sealed_bulk.text, sealed_bulk.html, sealed_bulk.postal_address)
+    return sealed_bulk
+
+
+def _check_substitutions(substitutions: dict[str, str], links: UnsubscribeLinks) -> None:
+    if not links.page_url:
+        raise SealError("the recipient has no unsubscribe page")
+    if substitutions.get(UNSUBSCRIBE_PLACEHOLDER) != links.page_url:
+        raise SealError("the unsubscribe placeholder must map to the recipient's own page")
+    for key, value in substitutions.items():
+        if not isinstance(key, str) or not _PLACEHOLDER_EXACT.match(key):
+            raise SealError(f"{key!r} is not a placeholder such as -first_name-")
+        if not isinstance(value, str) or any(c in value for c in _FORBIDDEN_IN_VALUES):
+            raise SealError(f"the value for {key} must be plain text on one line")
+        if any(other in value for other in substitutions):
+            raise SealError(f"the value for {key} contains a placeholder")
+
+
+def _check_address(address: str) -> None:
+    if "@" not in address or any(c in address for c in "\r\n\x00<>,;"):
+        raise SealError("the recipient address is not a single email address")
+
+
+def seal_recipient(
+    bulk: SealedBulk,
+    recipient: Recipient,
+    substitutions: dict[str, str],
+    links: UnsubscribeLinks,
+    now: datetime,
+) -> SealedRecipient | SkipReason:
+    """Seal one recipient of a sealed bulk body, or say why they must be skipped.
+
+    Skip reasons are exactly those of `seal()` for campaign email. Raises
+    SealError when the substitutions could break the rule (the unsubscribe
+    placeholder not mapped to links.page_url, a value carrying markup or
+    another placeholder) or the one-click target is not http(s).
+    """
+    sealed_bulk = _require_unchanged_bulk(bulk)
+    _check_address(recipient.address)
+    _check_substitutions(substitutions, links)
+    if reason := skip_reason(recipient, now, Purpose.CAMPAIGN):
+        return reason
+    if not links.one_click_url.startswith(("https://", "http://")):
+        raise SealError("the one-click unsubscribe target must be an http(s) URL")
+    targets = [f"<{links.one_click_url}>"]
+    if links.mailto:
+        targets.append(f"<{links.mailto}>")
+    headers = {
+        "List-Unsubscribe": ", ".join(targets),
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+    }
+    sealed = SealedRecipient(
+        to=recipient.address,
+        substitutions=dict(substitutions),
+        headers=headers,
+        links=links,
+        bulk_fingerprint=sealed_bulk._fingerprint,
+        _key=_SEAL_KEY,
+    )
+    object.__setattr__(sealed, "_fingerprint", _recipient_fingerprint(sealed))
+    return sealed
+
+
+def require_sealed_bulk(
+    bulk: object, recipients: object
+) -> tuple[SealedBulk, list[SealedRecipient]]:
+    """Providers call this first: the body and every recipient must have passed the seal,
+    unchanged since, and each recipient must have been sealed for this very body."""
+    sealed_bulk = _require_bulk(bulk)
+    if not isinstance(recipients, list | tuple):
+        raise SealError("recipients must be a list of SealedRecipient")
+    checked: list[SealedRecipient] = []
+    for recipient in recipients:
+        if not isinstance(recipient, SealedRecipient) or recipient._key is not _SEAL_KEY:
+            raise SealError("refusing to send to a recipient who did not pass privacy.seal")
+        if recipient._fingerprint != _recipient_fingerprint(recipient):
+            raise SealError("refusing to send to a recipient changed after sealing")
+        if recipient.bulk_fingerprint != sealed_bulk._fingerprint:
+            raise SealError("refusing to send: the recipient was sealed for another body")
+        _check_address(recipient.to)
+        _check_substitutions(recipient.substitutions, recipient.links)
+        expected = f"<{recipient.links.one_click_url}>"
+        if not recipient.headers.get("List-Unsubscribe", "").startswith(expected):
+            raise SealError("refusing to send without the List-Unsubscribe header")
+        if recipient.headers.get("List-Unsubscribe-Post") != "List-Unsubscribe=One-Click":
+            raise SealError("refusing to send without List-Unsubscribe-Post")
+        checked.append(recipient)
+    return sealed_bulk, checked
+
+
+def render_recipient(bulk: SealedBulk, recipient: SealedRecipient) -> SealedEmail:
+    """The one message a recipient of a bulk body gets, for providers that send one at a
+    time (outbox, SMTP): placeholders replaced, checked again as a single email."""
+    sealed_bulk, [checked] = require_sealed_bulk(bulk, [recipient])
+    subs = checked.substitutions
+    pattern = re.compile("|".join(re.escape(k) for k in sorted(subs, key=len, reverse=True)))
+
+    def fill(body: str) -> str:
+        return pattern.sub(lambda m: subs[m.group(0)], body)
+
+    text = fill(sealed_bulk.text)
+    body_html = None if sealed_bulk.html is None else fill(sealed_bulk.html)
+    check_body(text, body_html, checked.links, sealed_bulk.postal_address)
+    message = SealedEmail(
+        to=checked.to,
+        subject=fill(sealed_bulk.subject),
+        text=text,
+        html=body_html,
+        sender=sealed_bulk.sender,
+        reply_to=sealed_bulk.reply_to,
+        category=sealed_bulk.category,
+        headers=dict(checked.headers),
+        attachments=(),
+        links=checked.links,
+        postal_address=sealed_bulk.postal_address,
+        _key=_SEAL_KEY,
+    )
+    object.__setattr__(message, "_fingerprint", _fingerprint(message))
+    return message

@@ -66,6 +66,7 @@ class DeliveryStatus(enum.StrEnum):
     SENDING = "sending"  # claimed by a worker; past its lease it is reconciled or re-queued
     SENT = "sent"
     FAILED = "failed"
+    SKIPPED = "skipped"  # the seal refused this recipient at send time (unsubscribed meanwhile)
     CANCELLED = "cancelled"
 
 

@@ -8,15 +8,25 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from privacy.seal import SealedEmail
+from privacy.seal import SealedBulk, SealedEmail, SealedRecipient
+
+# SendGrid's limit on personalizations (recipients) per mail-send request.
+MAX_BULK_RECIPIENTS = 1000
 
 
 class EmailProviderError(RuntimeError):
-    """The provider did not accept the message; `retryable` says whether to try again."""
+    """The provider did not accept the message; `retryable` says whether to try again.
 
-    def __init__(self, message: str, retryable: bool = True) -> None:
+    `retry_after` is how many seconds the provider asked us to wait (from its
+    rate-limit headers), when it said.
+    """
+
+    def __init__(
+        self, message: str, retryable: bool = True, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.retryable = retryable
+        self.retry_after = retry_after
 
 
 class EmailProvider(Protocol):
@@ -24,6 +34,16 @@ class EmailProvider(Protocol):
 
     def send(self, message: SealedEmail, custom_args: dict[str, str] | None = None) -> str:
         """Send one sealed message; return the provider's message id."""
+        ...
+
+    def send_bulk(
+        self,
+        bulk: SealedBulk,
+        recipients: list[SealedRecipient],
+        custom_args_per_recipient: list[dict[str, str]],
+    ) -> str:
+        """Send one sealed body to up to MAX_BULK_RECIPIENTS sealed recipients, each with
+        their own substitutions, headers and custom args; return the provider's message id."""
         ...
 
 

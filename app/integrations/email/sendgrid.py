@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import http.client
+import time
 
 from python_http_client import exceptions as http_errors
 from sendgrid import SendGridAPIClient
@@ -16,12 +17,34 @@ from sendgrid.helpers.mail import (
     Header,
     Mail,
     OpenTracking,
+    Personalization,
     ReplyTo,
+    Substitution,
+    To,
     TrackingSettings,
 )
 
 from app.integrations.email import EmailProviderError
-from privacy.seal import SealedEmail, require_sealed
+from app.integrations.email.bulk import check_bulk_call
+from privacy.seal import SealedBulk, SealedEmail, SealedRecipient, require_sealed
+
+
+def _retry_after(headers: object) -> float | None:
+    """Seconds until SendGrid's rate limit resets, from X-RateLimit-Reset, when it says.
+
+    SendGrid sends a Unix timestamp; a small number is read as seconds from now.
+    """
+    getter = getattr(headers, "get", None)
+    raw = getter("X-RateLimit-Reset") if getter else None
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        return None
+    if value > 1_000_000_000:
+        value -= time.time()
+    return max(0.0, value)
 
 
 class SendGridProvider:
@@ -59,14 +82,62 @@ class SendGridProvider:
             )
         return mail
 
+    def build_bulk(
+        self,
+        bulk: SealedBulk,
+        recipients: list[SealedRecipient],
+        custom_args_per_recipient: list[dict[str, str]],
+    ) -> Mail:
+        """One request: the body once, one personalization per recipient."""
+        sealed_bulk, checked = check_bulk_call(bulk, recipients, custom_args_per_recipient)
+        mail = Mail(from_email=sealed_bulk.sender, subject=sealed_bulk.subject)
+        mail.add_content(Content("text/plain", sealed_bulk.text))
+        if sealed_bulk.html is not None:
+            mail.add_content(Content("text/html", sealed_bulk.html))
+        if sealed_bulk.reply_to:
+            mail.reply_to = ReplyTo(sealed_bulk.reply_to)
+        mail.add_category(Category(sealed_bulk.category))
+        mail.tracking_settings = TrackingSettings(
+            click_tracking=ClickTracking(False, False), open_tracking=OpenTracking(False)
+        )
+        pairs = zip(checked, custom_args_per_recipient, strict=True)
+        for position, (recipient, args) in enumerate(pairs):
+            personalization = Personalization()
+            # Set, not parsed: the seal already checked it is one plain address, and
+            # the library's parseaddr() on each of 1,000 recipients is slow.
+            to = To()
+            to.email = recipient.to
+            personalization.add_to(to)
+            for key, value in recipient.substitutions.items():
+                personalization.add_substitution(Substitution(key, value))
+            for name, value in recipient.headers.items():
+                personalization.add_header(Header(name, value))
+            for key, value in args.items():
+                personalization.add_custom_arg(CustomArg(key, value))
+            mail.add_personalization(personalization, index=position)
+        return mail
+
+    def send_bulk(
+        self,
+        bulk: SealedBulk,
+        recipients: list[SealedRecipient],
+        custom_args_per_recipient: list[dict[str, str]],
+    ) -> str:
+        return self._post(self.build_bulk(bulk, recipients, custom_args_per_recipient))
+
     def send(self, message: SealedEmail, custom_args: dict[str, str] | None = None) -> str:
-        mail = self.build(message, custom_args)
+        return self._post(self.build(message, custom_args))
+
+    def _post(self, mail: Mail) -> str:
         try:
             response = self.client.send(mail)
         except http_errors.HTTPError as exc:
             status = getattr(exc, "status_code", 0)
             retryable = status == 429 or status >= 500
-            raise EmailProviderError(f"SendGrid answered {status}", retryable=retryable) from exc
+            retry_after = _retry_after(getattr(exc, "headers", None)) if retryable else None
+            raise EmailProviderError(
+                f"SendGrid answered {status}", retryable=retryable, retry_after=retry_after
+            ) from exc
         except (OSError, http.client.HTTPException) as exc:
             # Refused, timed out, or an answer that is not HTTP: all worth another try.
             raise EmailProviderError(f"SendGrid could not be reached: {exc!r}") from exc

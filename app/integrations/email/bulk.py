@@ -1,0 +1,48 @@
+"""Helpers shared by providers that send a bulk body one message at a time."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from app.integrations.email import MAX_BULK_RECIPIENTS
+from privacy.seal import (
+    SealedBulk,
+    SealedEmail,
+    SealedRecipient,
+    render_recipient,
+    require_sealed_bulk,
+)
+
+
+def check_bulk_call(
+    bulk: SealedBulk,
+    recipients: list[SealedRecipient],
+    custom_args_per_recipient: list[dict[str, str]],
+) -> tuple[SealedBulk, list[SealedRecipient]]:
+    sealed_bulk, checked = require_sealed_bulk(bulk, recipients)
+    if not checked:
+        raise ValueError("send_bulk needs at least one recipient")
+    if len(checked) > MAX_BULK_RECIPIENTS:
+        raise ValueError(f"send_bulk takes at most {MAX_BULK_RECIPIENTS} recipients")
+    if len(custom_args_per_recipient) != len(checked):
+        raise ValueError("one custom_args dict per recipient")
+    return sealed_bulk, checked
+
+
+def send_each(
+    send: Callable[[SealedEmail, dict[str, str] | None], str],
+    bulk: SealedBulk,
+    recipients: list[SealedRecipient],
+    custom_args_per_recipient: list[dict[str, str]],
+) -> str:
+    """Render and send each recipient's message; the first message id stands for the batch.
+
+    If the server fails part-way, the error propagates and the pipeline re-queues the
+    whole chunk, so those already sent may get it twice (SMTP only; counted as retries).
+    """
+    sealed_bulk, checked = check_bulk_call(bulk, recipients, custom_args_per_recipient)
+    ids = [
+        send(render_recipient(sealed_bulk, recipient), args)
+        for recipient, args in zip(checked, custom_args_per_recipient, strict=True)
+    ]
+    return ids[0]

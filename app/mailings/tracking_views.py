@@ -1,0 +1,158 @@
+"""/o/<token>.gif and /c/<token>: record an open or a click, answer at once, never an error.
+
+Only the delivery, the kind, the link position, the time and a machine flag are kept
+(privacy rule 4): the IP address and user agent are read to set the flag, never stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    abort,
+    current_app,
+    redirect,
+    render_template,
+    request,
+)
+
+from app.extensions import db
+from app.mailings import tracking
+from app.timeutil import utcnow
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("tracking", __name__)
+
+# A 1x1 transparent GIF (43 bytes).
+PIXEL = (
+    b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\x00\x00\x00"
+    b"!\xf9\x04\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
+)
+NO_CACHE = "no-store, no-cache, must-revalidate, max-age=0, private"
+
+
+def _spool_dir():  # type: ignore[no-untyped-def]
+    return tracking.spool_dir_for(current_app.instance_path)
+
+
+def _record(hit: tracking.Hit) -> None:
+    if tracking.record_quickly(db.session, hit, _spool_dir()):
+        _maybe_drain_in_background()
+
+
+# Each web process drains its own spool once the database answers again, so events
+# spooled on any host go in (the beat task `tracking.drain_spool` covers its own host).
+INLINE_DRAIN_EVERY = 30.0  # seconds between checks, per process
+_last_drain_check = 0.0
+_drain_check_lock = threading.Lock()
+
+
+def _maybe_drain_in_background() -> None:
+    global _last_drain_check
+    if not current_app.config.get("TRACKING_SPOOL_INLINE_DRAIN", True):
+        return
+    now = time.monotonic()
+    with _drain_check_lock:
+        if now - _last_drain_check < INLINE_DRAIN_EVERY:
+            return
+        _last_drain_check = now
+    spool_dir = _spool_dir()
+    if not (spool_dir.is_dir() and any(spool_dir.glob("*.jsonl"))):
+        return
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    threading.Thread(target=_drain, args=(app, spool_dir), daemon=True).start()
+
+
+def _drain(app: Flask, spool_dir) -> None:  # type: ignore[no-untyped-def]
+    with app.app_context():
+        try:
+            added = tracking.drain_spool(db.session, spool_dir)
+            if added:
+                log.info("tracking: %s spooled events stored", added)
+        except Exception:
+            log.warning("tracking: spool not drained yet", exc_info=True)
+            db.session.rollback()
+        finally:
+            db.session.remove()
+
+
+def _pixel() -> Response:
+    response = Response(PIXEL, status=200, mimetype="image/gif")
+    response.headers["Cache-Control"] = NO_CACHE
+    response.headers["Pragma"] = "no-cache"
+    response.headers["Expires"] = "0"
+    return response
+
+
+@bp.get("/o/<token>.gif")
+def open_pixel(token: str) -> Response:
+    """Always the pixel: a bad token, a slow database or a bug must not show as a broken image."""
+    try:
+        delivery_id = tracking.read_open_token(current_app.config["SECRET_KEY"], token)
+        if delivery_id is not None:
+            proxy = tracking.is_proxy_user_agent(request.headers.get("User-Agent"))
+            _record(tracking.Hit("open", delivery_id, utcnow(), None, proxy))
+    except Exception:  # the last resort: the event is lost, the reader still sees nothing wrong
+        log.exception("tracking: open not recorded")
+    return _pixel()
+
+
+@bp.get("/c/<token>")
+def click(token: str) -> Response:
+    """Record the click and redirect to the mailing's own link at that position; else 404."""
+    target = tracking.read_click_token(current_app.config["SECRET_KEY"], token)
+    if target is None:
+        abort(404)
+    try:
+        url = tracking.link_url(db.session, target.mailing_id, target.position)
+    except Exception:
+        log.warning("tracking: link lookup failed, trying the cache", exc_info=True)
+        db.session.rollback()
+        url = tracking.cached_link_url(target.mailing_id, target.position)
+        if url is None:
+            # Never guess a destination (no open redirect); spool the click, ask for a retry.
+            _spool_click(target)
+            response = Response(
+                render_template(
+                    "errors/error.html",
+                    code=503,
+                    title="One moment, please",
+                    message="We could not open that link just now. Please try it again "
+                    "in a minute.",
+                ),
+                status=503,
+            )
+            response.headers["Retry-After"] = "30"
+            return response
+    if url is None:
+        abort(404)
+    _spool_or_record_click(target)
+    response = redirect(url, code=302)
+    response.headers["Location"] = url  # exactly the stored link
+    response.headers["Cache-Control"] = NO_CACHE
+    return response
+
+
+def _click_hit(target: tracking.ClickTarget) -> tracking.Hit:
+    proxy = tracking.is_proxy_user_agent(request.headers.get("User-Agent"))
+    return tracking.Hit("click", target.delivery_id, utcnow(), target.position, proxy)
+
+
+def _spool_or_record_click(target: tracking.ClickTarget) -> None:
+    try:
+        _record(_click_hit(target))
+    except Exception:
+        log.exception("tracking: click not recorded")
+
+
+def _spool_click(target: tracking.ClickTarget) -> None:
+    try:
+        tracking.spool(_spool_dir(), _click_hit(target))
+    except Exception:
+        log.exception("tracking: click not spooled")

@@ -1,0 +1,1 @@
+"""Inbound provider webhooks: each verified, stored once in an inbox, processed after."""
