@@ -88,7 +88,24 @@ _SEAL_KEY = object()
 
 
 @dataclass(frozen=True)
-class SealedEmail:
+class _MadeOnlyBySeal:
+    """Base of the sealed types: only this module's seal functions can construct them.
+
+    `_key` must be the module's private sentinel. `_fingerprint` is a digest of the
+    content as sealed: dataclasses.replace() copies `_key`, so the digest is what tells
+    the require_* checks that something (even the address) changed afterwards.
+    """
+
+    _key: object = field(repr=False, compare=False, default=None, kw_only=True)
+    _fingerprint: str = field(repr=False, compare=False, default="", kw_only=True)
+
+    def __post_init__(self) -> None:
+        if self._key is not _SEAL_KEY:
+            raise SealError(f"a {type(self).__name__} can only be made by privacy.seal")
+
+
+@dataclass(frozen=True)
+class SealedEmail(_MadeOnlyBySeal):
     """A draft that passed the seal. Only `seal()` can make one."""
 
     to: str
@@ -102,14 +119,6 @@ class SealedEmail:
     attachments: tuple[tuple[str, str, bytes], ...]
     links: UnsubscribeLinks
     postal_address: str
-    _key: object = field(repr=False, compare=False, default=None)
-    # A digest of the content as sealed: dataclasses.replace() copies _key, so
-    # this is what tells require_sealed() that something (even `to`) changed.
-    _fingerprint: str = field(repr=False, compare=False, default="")
-
-    def __post_init__(self) -> None:
-        if self._key is not _SEAL_KEY:
-            raise SealError("a SealedEmail can only be made by privacy.seal.seal()")
 
 
 def _fingerprint(message: SealedEmail) -> str:
@@ -281,7 +290,7 @@ class BulkDraft:
 
 
 @dataclass(frozen=True)
-class SealedBulk:
+class SealedBulk(_MadeOnlyBySeal):
     """A bulk body that passed the seal. Only `seal_bulk()` can make one."""
 
     subject: str
@@ -291,16 +300,10 @@ class SealedBulk:
     reply_to: str | None
     category: str
     postal_address: str
-    _key: object = field(repr=False, compare=False, default=None)
-    _fingerprint: str = field(repr=False, compare=False, default="")
-
-    def __post_init__(self) -> None:
-        if self._key is not _SEAL_KEY:
-            raise SealError("a SealedBulk can only be made by privacy.seal.seal_bulk()")
 
 
 @dataclass(frozen=True)
-class SealedRecipient:
+class SealedRecipient(_MadeOnlyBySeal):
     """One recipient of a sealed bulk body. Only `seal_recipient()` can make one."""
 
     to: str
@@ -308,12 +311,6 @@ class SealedRecipient:
     headers: dict[str, str]
     links: UnsubscribeLinks
     bulk_fingerprint: str
-    _key: object = field(repr=False, compare=False, default=None)
-    _fingerprint: str = field(repr=False, compare=False, default="")
-
-    def __post_init__(self) -> None:
-        if self._key is not _SEAL_KEY:
-            raise SealError("a SealedRecipient can only be made by privacy.seal.seal_recipient()")
 
 
 def _bulk_fingerprint(bulk: SealedBulk) -> str:
