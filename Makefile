@@ -27,7 +27,9 @@ run: $(VENV)/.runtime
 	@echo "  Groundswell is starting on http://127.0.0.1:$(PORT)  (staff: http://127.0.0.1:$(PORT)/staff/)"
 	@echo "  Press Ctrl-C to stop the web server, worker and scheduler."
 	@echo ""
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile
+	@# Links in emails point at the port served here (honcho gives each process its own PORT).
+	BASE_URL="$${BASE_URL:-http://127.0.0.1:$(PORT)}" PATH="$(CURDIR)/$(BIN):$$PATH" \
+		$(BIN)/honcho start -f Procfile
 
 test: $(VENV)/.dev
 	$(BIN)/ruff check .
