@@ -163,7 +163,24 @@ def test_another_site_frames_the_embed_which_reports_its_height(live_server, par
         try:
             page = browser.new_page(viewport={"width": 390, "height": 844})
             errors: list[str] = []
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            # As in tests/browser/conftest.py: "Failed to load resource" console lines are
+            # left to the response check below, which ignores only the partner's favicon.
+            page.on(
+                "console",
+                lambda m: (
+                    errors.append(m.text)
+                    if m.type == "error" and not m.text.startswith("Failed to load resource")
+                    else None
+                ),
+            )
+            page.on(
+                "response",
+                lambda r: (
+                    errors.append(f"{r.status} {r.url}")
+                    if r.status >= 400 and not r.url.endswith("/favicon.ico")
+                    else None
+                ),
+            )
             page.goto(partner)
             frame = page.frame_locator("#card")
             frame.get_by_role("heading", name="Protect civilians").wait_for()
