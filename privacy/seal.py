@@ -121,6 +121,11 @@ class SealedEmail(_MadeOnlyBySeal):
     postal_address: str
 
 
+def _digest(content: tuple[object, ...]) -> str:
+    """A stable digest of sealed content, to notice any change made after sealing."""
+    return hashlib.sha256(repr(content).encode()).hexdigest()
+
+
 def _fingerprint(message: SealedEmail) -> str:
     """A digest of everything a sealed message carries."""
     content = (
@@ -136,7 +141,7 @@ def _fingerprint(message: SealedEmail) -> str:
         message.links,
         message.postal_address,
     )
-    return hashlib.sha256(repr(content).encode()).hexdigest()
+    return _digest(content)
 
 
 def skip_reason(
@@ -323,7 +328,7 @@ def _bulk_fingerprint(bulk: SealedBulk) -> str:
         bulk.category,
         bulk.postal_address,
     )
-    return hashlib.sha256(repr(content).encode()).hexdigest()
+    return _digest(content)
 
 
 def _recipient_fingerprint(recipient: SealedRecipient) -> str:
@@ -334,7 +339,7 @@ def _recipient_fingerprint(recipient: SealedRecipient) -> str:
         recipient.links,
         recipient.bulk_fingerprint,
     )
-    return hashlib.sha256(repr(content).encode()).hexdigest()
+    return _digest(content)
 
 
 def _without_placeholders(body: str) -> str:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from app.integrations.email import MAX_BULK_RECIPIENTS
 from privacy.seal import (
     SealedBulk,
@@ -29,20 +27,26 @@ def check_bulk_call(
     return sealed_bulk, checked
 
 
-def send_each(
-    send: Callable[[SealedEmail, dict[str, str] | None], str],
-    bulk: SealedBulk,
-    recipients: list[SealedRecipient],
-    custom_args_per_recipient: list[dict[str, str]],
-) -> str:
-    """Render and send each recipient's message; the first message id stands for the batch.
+class SendsEachRecipient:
+    """`send_bulk` for providers that send one finished message per person (outbox, SMTP)."""
 
-    If the server fails part-way, the error propagates and the pipeline re-queues the
-    whole chunk, so those already sent may get it twice (SMTP only; counted as retries).
-    """
-    sealed_bulk, checked = check_bulk_call(bulk, recipients, custom_args_per_recipient)
-    ids = [
-        send(render_recipient(sealed_bulk, recipient), args)
-        for recipient, args in zip(checked, custom_args_per_recipient, strict=True)
-    ]
-    return ids[0]
+    def send(self, message: SealedEmail, custom_args: dict[str, str] | None = None) -> str:
+        raise NotImplementedError
+
+    def send_bulk(
+        self,
+        bulk: SealedBulk,
+        recipients: list[SealedRecipient],
+        custom_args_per_recipient: list[dict[str, str]],
+    ) -> str:
+        """Render and send each recipient's message; the first message id stands for the batch.
+
+        If the server fails part-way, the error propagates and the pipeline re-queues the
+        whole chunk, so those already sent may get it twice (SMTP only; counted as retries).
+        """
+        sealed_bulk, checked = check_bulk_call(bulk, recipients, custom_args_per_recipient)
+        ids = [
+            self.send(render_recipient(sealed_bulk, recipient), args)
+            for recipient, args in zip(checked, custom_args_per_recipient, strict=True)
+        ]
+        return ids[0]

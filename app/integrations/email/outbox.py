@@ -11,9 +11,9 @@ from email.message import EmailMessage
 from email.parser import BytesParser
 from pathlib import Path
 
-from app.integrations.email.bulk import send_each
+from app.integrations.email.bulk import SendsEachRecipient
 from app.integrations.email.mime import MIME_POLICY, build_mime
-from privacy.seal import SealedBulk, SealedEmail, SealedRecipient
+from privacy.seal import SealedEmail
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ class OutboxEntry:
     date: str
 
 
-class OutboxProvider:
+class OutboxProvider(SendsEachRecipient):
     name = "outbox"
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
@@ -41,15 +41,6 @@ class OutboxProvider:
         partial.write_bytes(mime.as_bytes(policy=MIME_POLICY))
         partial.rename(final)
         return message_id
-
-    def send_bulk(
-        self,
-        bulk: SealedBulk,
-        recipients: list[SealedRecipient],
-        custom_args_per_recipient: list[dict[str, str]],
-    ) -> str:
-        """One message per recipient, placeholders filled in (see privacy.seal.render_recipient)."""
-        return send_each(self.send, bulk, recipients, custom_args_per_recipient)
 
     def entries(self) -> list[OutboxEntry]:
         """Messages in the outbox, newest first."""

@@ -47,6 +47,22 @@ def _retry_after(headers: object) -> float | None:
     return max(0.0, value)
 
 
+def _request(sealed: SealedEmail | SealedBulk, to: str | None = None) -> Mail:
+    """The parts of a Mail Send request every message shares: sender, subject, bodies."""
+    mail = Mail(from_email=sealed.sender, to_emails=to, subject=sealed.subject)
+    mail.add_content(Content("text/plain", sealed.text))
+    if sealed.html is not None:
+        mail.add_content(Content("text/html", sealed.html))
+    if sealed.reply_to:
+        mail.reply_to = ReplyTo(sealed.reply_to)
+    mail.add_category(Category(sealed.category))
+    # We track opens and clicks on our own host (privacy rule 4), not SendGrid's.
+    mail.tracking_settings = TrackingSettings(
+        click_tracking=ClickTracking(False, False), open_tracking=OpenTracking(False)
+    )
+    return mail
+
+
 class SendGridProvider:
     name = "sendgrid"
 
@@ -61,21 +77,11 @@ class SendGridProvider:
 
     def build(self, message: SealedEmail, custom_args: dict[str, str] | None = None) -> Mail:
         sealed = require_sealed(message)
-        mail = Mail(from_email=sealed.sender, to_emails=sealed.to, subject=sealed.subject)
-        mail.add_content(Content("text/plain", sealed.text))
-        if sealed.html is not None:
-            mail.add_content(Content("text/html", sealed.html))
-        if sealed.reply_to:
-            mail.reply_to = ReplyTo(sealed.reply_to)
+        mail = _request(sealed, to=sealed.to)
         for name, value in sealed.headers.items():
             mail.add_header(Header(name, value))
         for key, value in (custom_args or {}).items():
             mail.add_custom_arg(CustomArg(key, value))
-        mail.add_category(Category(sealed.category))
-        # We track opens and clicks on our own host (privacy rule 4), not SendGrid's.
-        mail.tracking_settings = TrackingSettings(
-            click_tracking=ClickTracking(False, False), open_tracking=OpenTracking(False)
-        )
         for filename, mimetype, data in sealed.attachments:
             mail.add_attachment(
                 Attachment(base64.b64encode(data).decode(), filename, mimetype, "attachment")
@@ -90,16 +96,7 @@ class SendGridProvider:
     ) -> Mail:
         """One request: the body once, one personalization per recipient."""
         sealed_bulk, checked = check_bulk_call(bulk, recipients, custom_args_per_recipient)
-        mail = Mail(from_email=sealed_bulk.sender, subject=sealed_bulk.subject)
-        mail.add_content(Content("text/plain", sealed_bulk.text))
-        if sealed_bulk.html is not None:
-            mail.add_content(Content("text/html", sealed_bulk.html))
-        if sealed_bulk.reply_to:
-            mail.reply_to = ReplyTo(sealed_bulk.reply_to)
-        mail.add_category(Category(sealed_bulk.category))
-        mail.tracking_settings = TrackingSettings(
-            click_tracking=ClickTracking(False, False), open_tracking=OpenTracking(False)
-        )
+        mail = _request(sealed_bulk)
         pairs = zip(checked, custom_args_per_recipient, strict=True)
         for position, (recipient, args) in enumerate(pairs):
             personalization = Personalization()

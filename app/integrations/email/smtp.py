@@ -5,12 +5,12 @@ from __future__ import annotations
 import smtplib
 
 from app.integrations.email import EmailProviderError
-from app.integrations.email.bulk import send_each
+from app.integrations.email.bulk import SendsEachRecipient
 from app.integrations.email.mime import build_mime
-from privacy.seal import SealedBulk, SealedEmail, SealedRecipient
+from privacy.seal import SealedEmail
 
 
-class SmtpProvider:
+class SmtpProvider(SendsEachRecipient):
     name = "smtp"
 
     def __init__(
@@ -42,12 +42,3 @@ class SmtpProvider:
         except (smtplib.SMTPException, OSError) as exc:
             raise EmailProviderError(f"SMTP delivery failed: {exc}") from exc
         return str(mime["Message-ID"]).strip("<>")
-
-    def send_bulk(
-        self,
-        bulk: SealedBulk,
-        recipients: list[SealedRecipient],
-        custom_args_per_recipient: list[dict[str, str]],
-    ) -> str:
-        """One message per recipient, placeholders filled in (see privacy.seal.render_recipient)."""
-        return send_each(self.send, bulk, recipients, custom_args_per_recipient)
