@@ -56,6 +56,8 @@ class MailingStatus(enum.StrEnum):
     DRAFT = "draft"
     SCHEDULED = "scheduled"
     SENDING = "sending"
+    # A/B test: both variants went to the test share; the rest waits for the winner.
+    TESTING = "testing"
     PAUSED = "paused"
     CANCELLED = "cancelled"
     SENT = "sent"
@@ -82,7 +84,14 @@ class Mailing(db.Model):
     from_name: Mapped[str] = mapped_column(String(200), default="")
     reply_to: Mapped[str] = mapped_column(String(320), default="")
     body_md: Mapped[str] = mapped_column(Text, default="")
-    # The saved segment's filter (see the segments service); empty = every subscriber.
+    body_format: Mapped[str] = mapped_column(
+        String(10), default="markdown", server_default="markdown"
+    )  # markdown | html
+    # The saved segment chosen in the composer; null = every subscriber.
+    segment_id: Mapped[int | None] = mapped_column(
+        ForeignKey("segments.id", ondelete="SET NULL"), default=None
+    )
+    # The segment's definition as it was when sending started: what the mailing went to.
     segment: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     status: Mapped[str] = mapped_column(String(20), default=MailingStatus.DRAFT, index=True)
     send_at: Mapped[datetime | None] = mapped_column(default=None)
@@ -91,6 +100,12 @@ class Mailing(db.Model):
     ab_metric: Mapped[str] = mapped_column(String(20), default="opens")
     ab_decide_after_minutes: Mapped[int | None] = mapped_column(default=None)
     ab_winner: Mapped[str] = mapped_column(String(1), default="")
+    ab_decided_at: Mapped[datetime | None] = mapped_column(default=None)
+    # Recipients are materialised in ranges of supporter ids: the highest id done so far
+    # (null = not started) and when the last range was done (null = still materialising).
+    materialise_cursor: Mapped[int | None] = mapped_column(BIG_ID, default=None)
+    materialised_at: Mapped[datetime | None] = mapped_column(default=None)
+    test_sent_at: Mapped[datetime | None] = mapped_column(default=None)
     recipients_count: Mapped[int] = mapped_column(default=0)
     duplicates_count: Mapped[int] = mapped_column(default=0)  # resends after a crash, counted
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("staff_users.id"), default=None)
@@ -145,7 +160,7 @@ class TrackingEvent(db.Model):
     kind: Mapped[str] = mapped_column(String(10))  # open | click
     link_position: Mapped[int | None] = mapped_column(default=None)
     machine: Mapped[bool] = mapped_column(default=False)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 
 class ProviderEvent(db.Model):

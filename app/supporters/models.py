@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, ForeignKey, String, Table, Text, event
+from sqlalchemy import JSON, Column, ForeignKey, Index, String, Table, Text, event
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.extensions import db
@@ -39,6 +39,9 @@ supporter_tags = Table(
     db.metadata,
     Column("supporter_id", ForeignKey("supporters.id", ondelete="CASCADE"), primary_key=True),
     Column("tag_id", ForeignKey("tags.id", ondelete="CASCADE"), primary_key=True),
+    # Segments ask "who has tag X": the primary key leads with supporter_id, so this one
+    # leads with the tag.
+    Index("ix_supporter_tags_tag_supporter", "tag_id", "supporter_id"),
 )
 
 
@@ -48,6 +51,7 @@ def _new_public_id() -> str:
 
 class Supporter(db.Model):
     __tablename__ = "supporters"
+    __table_args__ = (Index("ix_supporters_country_postal_code", "country", "postal_code"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     # Random id used in signed email tokens: reveals nothing about the person.
@@ -122,3 +126,18 @@ class Tag(db.Model):
     supporters: Mapped[list[Supporter]] = relationship(
         secondary=supporter_tags, back_populates="tags"
     )
+
+
+class Segment(db.Model):
+    """A saved segment: a named filter over supporters (see app/supporters/segments.py)."""
+
+    __tablename__ = "segments"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    # {"match": "all"|"any", "include": [condition...], "exclude": [condition...]}
+    definition: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("staff_users.id"), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
