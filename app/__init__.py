@@ -49,10 +49,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from app.actions.staff_views import bp as staff_pages_bp
     from app.actions.views import bp as actions_bp
     from app.mailings.report_views import bp as mailing_reports_bp
+    from app.mailings.staff_views import bp as mailings_bp
     from app.mailings.tracking_views import bp as tracking_bp
     from app.site import register_site
     from app.staff.auth import register_auth
     from app.staff.views import bp as staff_bp
+    from app.supporters.segment_views import bp as segments_bp
     from app.supporters.views import bp as supporters_bp
     from app.webhooks.sendgrid import bp as sendgrid_webhook_bp
 
@@ -67,6 +69,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(staff_pages_bp)
     app.register_blueprint(tracking_bp)
     app.register_blueprint(mailing_reports_bp)
+    app.register_blueprint(mailings_bp)
+    app.register_blueprint(segments_bp)
     app.register_blueprint(sendgrid_webhook_bp)
 
     from app.cli import register_cli

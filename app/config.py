@@ -75,6 +75,11 @@ def load_config(instance_path: Path) -> dict[str, Any]:
         "SQLALCHEMY_DATABASE_URI": os.environ.get(
             "DATABASE_URL", f"sqlite:///{instance / 'groundswell.sqlite'}"
         ),
+        # A database that does not answer must not hold a request (a tracking pixel, a
+        # click) for long: give up connecting after 3 s (the event is spooled instead).
+        "SQLALCHEMY_ENGINE_OPTIONS": _engine_options(
+            os.environ.get("DATABASE_URL", ""), int(os.environ.get("DB_CONNECT_TIMEOUT", "3"))
+        ),
         "BASE_URL": base_url,
         "ORG_NAME": org_name or DEMO_ORG_NAME,
         "ORG_POSTAL_ADDRESS": postal or DEMO_POSTAL_ADDRESS,
@@ -123,6 +128,14 @@ def load_config(instance_path: Path) -> dict[str, Any]:
             "task_always_eager": _bool("CELERY_TASK_ALWAYS_EAGER", False),
             "task_eager_propagates": True,
             "beat_schedule": {
+                "start-scheduled-mailings": {
+                    "task": "mailings.start_scheduled",
+                    "schedule": 30.0,
+                },
+                "decide-ab-tests": {
+                    "task": "mailings.decide_ab_tests",
+                    "schedule": 60.0,
+                },
                 "reconcile-mailings": {
                     "task": "mailings.reconcile",
                     "schedule": 60.0,
@@ -161,3 +174,9 @@ def load_config(instance_path: Path) -> dict[str, Any]:
             },
         },
     }
+
+
+def _engine_options(database_url: str, connect_timeout: int) -> dict[str, Any]:
+    if database_url.startswith("postgresql"):
+        return {"connect_args": {"connect_timeout": connect_timeout}, "pool_pre_ping": True}
+    return {}
