@@ -333,7 +333,8 @@ def _joined(cond: dict[str, Any], now: datetime) -> ColumnElement[bool]:
 
 
 def _like_prefix(prefix: str) -> str:
-    escaped = prefix.upper().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    # "!" as the escape character: a backslash means different things across dialects.
+    escaped = prefix.upper().replace("!", "!!").replace("%", "!%").replace("_", "!_")
     return escaped + "%"
 
 
@@ -343,7 +344,7 @@ def _location(cond: dict[str, Any], now: datetime) -> ColumnElement[bool]:
         parts.append(func.upper(Supporter.country) == cond["country"])
     if cond["postal_prefix"]:
         parts.append(
-            func.upper(Supporter.postal_code).like(_like_prefix(cond["postal_prefix"]), escape="\\")
+            func.upper(Supporter.postal_code).like(_like_prefix(cond["postal_prefix"]), escape="!")
         )
     return and_(*parts)
 
