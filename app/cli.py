@@ -89,49 +89,72 @@ def seed(count: int) -> None:
 )
 @click.option("--segment", default="", help="A saved segment's name (default: every subscriber).")
 @click.option("--throttle", type=click.IntRange(1), default=None, help="Messages per hour.")
+@click.option(
+    "--format",
+    "body_format",
+    type=click.Choice(["markdown", "html"]),
+    default="markdown",
+    show_default=True,
+    help="How the body file is written.",
+)
 def create_mailing(
-    subject: str, body_file: click.utils.LazyFile, segment: str, throttle: int | None
+    subject: str,
+    body_file: click.utils.LazyFile,
+    segment: str,
+    throttle: int | None,
+    body_format: str,
 ) -> None:
     """Create a draft mailing and print its id."""
-    from app.mailings import pipeline
+    from app.mailings import campaigns
 
+    segment_id = None
+    if segment:
+        found = campaigns.segment_by_name(db.session, segment)
+        if found is None:
+            raise click.ClickException(f"no saved segment is called {segment!r}")
+        segment_id = found.id
+    data = campaigns.DraftData(
+        subject=subject,
+        body_md=body_file.read(),
+        body_format=body_format,
+        segment_id=segment_id,
+        throttle_per_hour=throttle,
+    )
     try:
-        mailing = pipeline.create_mailing(
-            db.session,
-            subject=subject,
-            body_md=body_file.read(),
-            now=utcnow(),
-            segment={"name": segment} if segment else None,
-            throttle_per_hour=throttle,
-        )
-    except pipeline.PipelineError as exc:
+        mailing = campaigns.save_draft(db.session, None, data, None, utcnow())
+    except (campaigns.CampaignInvalid, campaigns.CampaignError) as exc:
+        db.session.rollback()
         raise click.ClickException(str(exc)) from None
     db.session.commit()
     click.echo(mailing.id)
+
+
+def _mailing_or_fail(mailing_id: int):  # type: ignore[no-untyped-def]
+    from app.mailings.models import Mailing
+
+    mailing = db.session.get(Mailing, mailing_id)
+    if mailing is None:
+        raise click.ClickException(f"no mailing {mailing_id}")
+    return mailing
 
 
 @mailings_cli.command("send")
 @click.argument("mailing_id", type=int)
 def send_mailing(mailing_id: int) -> None:
     """Queue a mailing to every recipient it has not reached yet; print how many."""
-    from app.mailings import pipeline
-    from app.mailings.models import Mailing
-    from app.mailings.tasks import enqueue_chunks, start_mailing
-    from privacy.seal import SealError
+    from app.mailings import campaigns
 
-    mailing = db.session.get(Mailing, mailing_id)
-    if mailing is None:
-        raise click.ClickException(f"no mailing {mailing_id}")
+    mailing = _mailing_or_fail(mailing_id)
     try:
-        added, queued = start_mailing(db.session, mailing, utcnow())
-    except (SealError, pipeline.PipelineError) as exc:
+        started = campaigns.send_now_inline(db.session, mailing, None, utcnow())
+    except campaigns.CampaignError as exc:
         db.session.rollback()
         raise click.ClickException(str(exc)) from None
-    throttle = mailing.throttle_per_hour
     db.session.commit()
-    chunks = enqueue_chunks(mailing_id, queued, throttle)
+    started.after.run()
     click.echo(
-        f"Mailing {mailing_id}: {added} recipients added, {queued} queued in {chunks} chunks."
+        f"Mailing {mailing_id}: {started.added} recipients added, {started.queued} queued "
+        f"in {campaigns.chunks_for(started.queued)} chunks."
     )
 
 
@@ -140,32 +163,28 @@ def send_mailing(mailing_id: int) -> None:
 @click.argument("mailing_id", type=int)
 def control_mailing(action: str, mailing_id: int) -> None:
     """Pause, resume or cancel a mailing that is sending."""
-    from app.mailings import pipeline
-    from app.mailings.models import Mailing
-    from app.mailings.tasks import enqueue_chunks
+    from app.mailings import campaigns
 
-    mailing = db.session.get(Mailing, mailing_id)
-    if mailing is None:
-        raise click.ClickException(f"no mailing {mailing_id}")
+    mailing = _mailing_or_fail(mailing_id)
     now = utcnow()
     try:
         if action == "pause":
-            pipeline.pause(db.session, mailing, now)
-            db.session.commit()
-            click.echo(f"Mailing {mailing_id} paused.")
+            campaigns.pause(db.session, mailing, None, now)
+            message = f"Mailing {mailing_id} paused."
+            after = campaigns.AfterCommit()
         elif action == "resume":
-            queued = pipeline.resume(db.session, mailing, now)
-            throttle = mailing.throttle_per_hour
-            db.session.commit()
-            enqueue_chunks(mailing_id, queued, throttle)
-            click.echo(f"Mailing {mailing_id} resumed: {queued} still queued.")
+            queued, after = campaigns.resume(db.session, mailing, None, now)
+            message = f"Mailing {mailing_id} resumed: {queued} still queued."
         else:
-            cancelled = pipeline.cancel(db.session, mailing, now)
-            db.session.commit()
-            click.echo(f"Mailing {mailing_id} cancelled: {cancelled} deliveries will not be sent.")
-    except pipeline.PipelineError as exc:
+            cancelled = campaigns.cancel(db.session, mailing, None, now)
+            message = f"Mailing {mailing_id} cancelled: {cancelled} deliveries will not be sent."
+            after = campaigns.AfterCommit()
+    except campaigns.CampaignError as exc:
         db.session.rollback()
         raise click.ClickException(str(exc)) from None
+    db.session.commit()
+    after.run()
+    click.echo(message)
 
 
 def register_cli(app: Flask) -> None:
