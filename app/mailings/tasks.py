@@ -68,16 +68,23 @@ def _lease() -> timedelta:
     return timedelta(seconds=float(seconds)) if seconds else pipeline.DEFAULT_LEASE
 
 
-def enqueue_chunks(mailing_id: int, recipients: int, throttle_per_hour: int | None) -> int:
-    """Queue enough chunk tasks for `recipients` queued rows, spread by the throttle."""
-    countdowns = pipeline.chunk_countdowns(recipients, throttle_per_hour)
+def enqueue_chunks(
+    mailing_id: int, recipients: int, throttle_per_hour: int | None, first_index: int = 0
+) -> int:
+    """Queue enough chunk tasks for `recipients` queued rows, spread by the throttle.
+
+    `first_index` is how many chunks of this send were queued before, so that a
+    throttled mailing materialised range by range keeps one steady pace.
+    """
+    countdowns = pipeline.chunk_countdowns(recipients, throttle_per_hour, first_index)
     for countdown in countdowns:
         send_mailing_chunk.apply_async(args=[mailing_id], countdown=countdown or None)
     return len(countdowns)
 
 
 def start_mailing(session: Session, mailing: Mailing, now: datetime) -> tuple[int, int]:
-    """Materialise and mark sending (the caller commits); return (added, queued)."""
+    """Materialise everyone at once and mark sending (the caller commits); return
+    (added, queued). For the CLI and tests; the web queues `mailings.send` instead."""
     identity = SenderIdentity.from_config(current_app.config)
     added = pipeline.start_send(session, mailing, identity, now, _daily_cap())
     return added, pipeline.queued_count(session, mailing.id)
@@ -85,21 +92,85 @@ def start_mailing(session: Session, mailing: Mailing, now: datetime) -> tuple[in
 
 @shared_task(name="mailings.send")
 def send_mailing(mailing_id: int) -> int:
-    """Materialise a mailing's recipients, then queue one chunk task per 1,000 of them."""
-    mailing = db.session.get(Mailing, mailing_id)
+    """Materialise a requested mailing's recipients range by range, committing each range
+    and queuing its chunk tasks at once, so sending starts while the rest is added.
+
+    Safe to run twice at once or again after a crash: each range is locked, the
+    cursor moves in the same transaction as the insert, and the (mailing, supporter)
+    pair is unique. Returns how many recipients this run added.
+    """
+    session = db.session
+    mailing = session.get(Mailing, mailing_id)
     if mailing is None:
         log.warning("mailing %s does not exist", mailing_id)
         return 0
-    try:
-        added, queued = start_mailing(db.session, mailing, utcnow())
-    except (SealError, pipeline.PipelineError) as exc:
-        db.session.rollback()
-        log.error("mailing %s not sent: %s", mailing_id, exc)
-        return 0
-    throttle = mailing.throttle_per_hour
-    db.session.commit()  # the rows exist before any chunk task looks for them
-    enqueue_chunks(mailing_id, queued, throttle)
-    return added
+    if mailing.status in pipeline.EDITABLE:
+        try:  # the CLI or a test queued a draft directly: request it first
+            pipeline.request_send(
+                session, mailing, SenderIdentity.from_config(current_app.config), utcnow()
+            )
+            session.commit()
+        except (SealError, pipeline.PipelineError) as exc:
+            session.rollback()
+            log.error("mailing %s not sent: %s", mailing_id, exc)
+            return 0
+    added_total = 0
+    chunks_queued = 0
+    while True:
+        mailing = pipeline.lock_mailing(session, mailing_id)
+        if mailing is None or mailing.status not in (*pipeline.CLAIMABLE, MailingStatus.PAUSED):
+            session.rollback()
+            break
+        added = pipeline.materialise_next_range(session, mailing, utcnow(), _daily_cap())
+        throttle = mailing.throttle_per_hour
+        session.commit()
+        if added is None:
+            break
+        added_total += added
+        if added:
+            chunks_queued += enqueue_chunks(mailing_id, added, throttle, chunks_queued)
+    pipeline.finish_if_done(session, mailing_id, utcnow())  # e.g. a segment of nobody
+    session.commit()
+    return added_total
+
+
+@shared_task(name="mailings.start_scheduled")
+def start_scheduled_mailings() -> int:
+    """Beat job: start every scheduled mailing whose time has come."""
+    started = 0
+    identity = SenderIdentity.from_config(current_app.config)
+    for mailing_id in pipeline.due_mailings(db.session, utcnow()):
+        mailing = pipeline.lock_mailing(db.session, mailing_id)
+        if mailing is None or mailing.status != MailingStatus.SCHEDULED:
+            db.session.rollback()
+            continue
+        try:
+            pipeline.request_send(db.session, mailing, identity, utcnow())
+        except (SealError, pipeline.PipelineError) as exc:
+            db.session.rollback()
+            log.error("scheduled mailing %s not started: %s", mailing_id, exc)
+            continue
+        db.session.commit()
+        send_mailing.delay(mailing_id)
+        started += 1
+    return started
+
+
+@shared_task(name="mailings.decide_ab_tests")
+def decide_ab_tests() -> int:
+    """Beat job: choose the winner of each A/B test whose time is up, and send it to the rest."""
+    decided = 0
+    for mailing_id in pipeline.ab_tests_to_decide(db.session, utcnow()):
+        mailing = pipeline.lock_mailing(db.session, mailing_id)
+        if mailing is None or mailing.status != MailingStatus.TESTING:
+            db.session.rollback()
+            continue
+        winner = pipeline.decide_ab(db.session, mailing, utcnow())
+        db.session.commit()
+        log.info("mailing %s: subject %s won the A/B test", mailing_id, winner)
+        send_mailing.delay(mailing_id)
+        decided += 1
+    return decided
 
 
 @shared_task(name="mailings.send_chunk", bind=True, max_retries=CHUNK_MAX_RETRIES)
@@ -180,4 +251,8 @@ def reconcile_mailings() -> int:
             )
             enqueue_chunks(mailing_id, result.requeued, throttle)
         requeued_total += result.requeued
+    # A materialiser that died part-way (its worker was killed) starts again at its cursor.
+    for mailing_id in pipeline.mailings_materialising(db.session, now - _lease()):
+        log.warning("mailing %s: materialising stopped part-way, starting it again", mailing_id)
+        send_mailing.delay(mailing_id)
     return requeued_total

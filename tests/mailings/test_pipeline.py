@@ -283,7 +283,9 @@ def test_sendgrid_send_in_chunks_reaches_each_once(
     monkeypatch.setattr(
         pipeline, "claim_chunk", lambda s, m, now, size=4: original(s, m, now, size)
     )
-    monkeypatch.setattr(pipeline, "chunk_countdowns", lambda n, t, size=4: [0.0] * -(-n // size))
+    monkeypatch.setattr(
+        pipeline, "chunk_countdowns", lambda n, t, first=0, size=4: [0.0] * -(-n // size)
+    )
 
     send_mailing.delay(mailing.id)
 
