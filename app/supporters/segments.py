@@ -452,6 +452,32 @@ def _require_editor(actor: StaffUser) -> None:
         raise SegmentNotAllowed("Only organizers and admins can change segments.")
 
 
+@dataclass(frozen=True)
+class BuilderChoices:
+    """What the builder offers to pick from: (id, label) pairs."""
+
+    tags: list[tuple[int, str]]
+    pages: list[tuple[int, str]]
+    mailings: list[tuple[int, str]]
+
+
+def builder_choices(session: Session, limit: int = 500) -> BuilderChoices:
+    tags = session.execute(select(Tag.id, Tag.name).order_by(func.lower(Tag.name)))
+    pages = session.execute(
+        select(ActionPage.id, ActionPage.title, ActionPage.status)
+        .order_by(ActionPage.id.desc())
+        .limit(limit)
+    )
+    mailings = session.execute(
+        select(Mailing.id, Mailing.subject, Mailing.status).order_by(Mailing.id.desc()).limit(limit)
+    )
+    return BuilderChoices(
+        tags=[(i, name) for i, name in tags],
+        pages=[(i, f"{title} ({status})") for i, title, status in pages],
+        mailings=[(i, f"#{i} {subject} ({status})") for i, subject, status in mailings],
+    )
+
+
 def list_segments(session: Session) -> list[Segment]:
     return list(session.scalars(select(Segment).order_by(func.lower(Segment.name), Segment.id)))
 
