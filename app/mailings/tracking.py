@@ -6,44 +6,58 @@ at (to set the flag) and never stored. Tokens carry only row ids and a link posi
 signed with SECRET_KEY under their own salt: they name no person and cannot be forged.
 
 Recording must never cost the reader an error or lose an event. The request tries one
-quick insert; when the database fails or is too slow the event is appended to a spool
-file in the instance folder (one JSON line per event, fsync'd) and the beat task
-`tracking.drain_spool` inserts it later. Inserting is idempotent: an event already
-stored (same delivery, kind, position and time to the microsecond) is not stored again.
+quick insert (on PostgreSQL through a small pool of its own: autocommit, statement_timeout
+set once per connection, so a hit is one round trip); when the database fails or is too
+slow the event is appended to a spool file in the instance folder (one JSON line per
+event, fsync'd) and the beat task `tracking.drain_spool` inserts it later. Inserting is
+idempotent: an event already stored (same delivery, kind, position and time to the
+microsecond) is not stored again.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import logging
 import os
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy import (
+    URL,
     Boolean,
+    Connection,
     DateTime,
+    Engine,
+    Insert,
     Integer,
     String,
     and_,
+    bindparam,
     case,
+    cast,
+    create_engine,
     exists,
+    false,
     insert,
-    literal,
+    null,
     select,
-    text,
+    true,
 )
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
-from app.mailings.models import Delivery, MailingLink, TrackingEvent
+from app.mailings.models import Delivery, Mailing, MailingLink, MailingStatus, TrackingEvent
+from app.supporters.models import Supporter
+from app.supporters.tokens import make_token as make_supporter_token
 
 log = logging.getLogger(__name__)
 
@@ -182,85 +196,175 @@ class Hit:
             return None
 
 
-def _insert_statement(hit: Hit, dedupe: bool = True):  # type: ignore[no-untyped-def]
+_events = TrackingEvent.__table__
+_deliveries = Delivery.__table__
+_links = MailingLink.__table__
+
+
+@functools.cache
+def _insert_statement(kind: str, has_position: bool, dedupe: bool) -> Insert:
     """INSERT … SELECT: one row if the delivery (and, for a click, the link) exists and the
-    same event is not stored yet; the machine flag is worked out against the delivery."""
-    if hit.kind == "open":
-        sent = Delivery.sent_at
-        cutoff = hit.at - MACHINE_OPEN_WINDOW
+    same event is not stored yet; the machine flag is worked out against the delivery.
+
+    Built once per shape with bound parameters, so SQLAlchemy's compiled cache serves
+    every later hit (building it per request cost more than the database round trip).
+    """
+    d = _deliveries.c
+    proxy = bindparam("proxy", type_=Boolean())
+    position = bindparam("position", type_=Integer()) if has_position else null()
+    if kind == "open":
+        cutoff = bindparam("cutoff", type_=DateTime())
         machine = case(
-            (literal(hit.proxy, Boolean), literal(True, Boolean)),
-            (and_(sent.is_not(None), sent > cutoff), literal(True, Boolean)),
-            (and_(sent.is_(None), Delivery.claimed_at > cutoff), literal(True, Boolean)),
-            else_=literal(False, Boolean),
+            (proxy, true()),
+            (and_(d.sent_at.is_not(None), d.sent_at > cutoff), true()),
+            (and_(d.sent_at.is_(None), d.claimed_at > cutoff), true()),
+            else_=false(),
         )
     else:
-        machine = literal(hit.proxy, Boolean)
-    existing = aliased(TrackingEvent)
-    position_matches = (
-        existing.link_position.is_(None)
-        if hit.position is None
-        else existing.link_position == hit.position
-    )
-    duplicate = exists().where(
-        existing.delivery_id == Delivery.id,
-        existing.kind == hit.kind,
-        position_matches,
-        existing.created_at == hit.at,
-    )
+        machine = proxy
     source = select(
-        Delivery.id,
-        literal(hit.kind, String),
-        literal(hit.position, Integer),
-        machine,
-        literal(hit.at, DateTime),
-    ).where(Delivery.id == hit.delivery_id)
+        d.id,
+        bindparam("kind", type_=String()),
+        cast(position, Integer()),
+        cast(machine, Boolean()),
+        bindparam("at", type_=DateTime()),
+    ).where(d.id == bindparam("delivery_id", type_=Integer()))
     if dedupe:
-        source = source.where(~duplicate)
-    if hit.kind == "click" and hit.position is not None:
+        existing = _events.alias("existing")
         source = source.where(
-            exists().where(
-                MailingLink.mailing_id == Delivery.mailing_id,
-                MailingLink.position == hit.position,
+            ~exists().where(
+                existing.c.delivery_id == d.id,
+                existing.c.kind == bindparam("kind"),
+                existing.c.link_position == position
+                if has_position
+                else existing.c.link_position.is_(None),
+                existing.c.created_at == bindparam("at"),
             )
         )
-    return insert(TrackingEvent).from_select(
+    if kind == "click" and has_position:
+        source = source.where(
+            exists().where(_links.c.mailing_id == d.mailing_id, _links.c.position == position)
+        )
+    return insert(_events).from_select(
         ["delivery_id", "kind", "link_position", "machine", "created_at"], source
     )
 
 
-def insert_hits(session: Session, hits: Iterable[Hit], dedupe: bool = True) -> int:
+def _params(hit: Hit) -> dict[str, object]:
+    params: dict[str, object] = {
+        "delivery_id": hit.delivery_id,
+        "kind": hit.kind,
+        "proxy": hit.proxy,
+        "at": hit.at,
+    }
+    if hit.position is not None:
+        params["position"] = hit.position
+    if hit.kind == "open":
+        params["cutoff"] = hit.at - MACHINE_OPEN_WINDOW
+    return params
+
+
+def insert_hits(session: Session | Connection, hits: Iterable[Hit], dedupe: bool = True) -> int:
     """Store hits not stored yet; returns how many rows were added. Never commits.
 
-    `dedupe=False` is for callers that are idempotent already (the provider-event inbox).
+    `dedupe=False` is for callers that are idempotent already (the provider-event inbox,
+    and a hit stored the moment it happened: nothing can hold its microsecond yet).
     """
     added = 0
     for hit in hits:
         if hit.kind not in ("open", "click"):
             continue
+        statement = _insert_statement(hit.kind, hit.position is not None, dedupe)
         result = session.execute(
-            _insert_statement(hit, dedupe), execution_options={"preserve_rowcount": True}
+            statement, _params(hit), execution_options={"preserve_rowcount": True}
         )
-        added += max(result.rowcount or 0, 0)  # type: ignore[attr-defined]
+        added += max(result.rowcount or 0, 0)
     return added
+
+
+# A tracking request on PostgreSQL talks to the database through its own small pool of
+# autocommit connections: statement_timeout is set once per connection (not per request),
+# there is no pre-ping and no BEGIN/COMMIT, so storing a hit is a single round trip.
+QUICK_CONNECT_TIMEOUT_S = 2
+_quick_engines: dict[tuple[int, str], Engine] = {}
+_quick_engines_lock = threading.Lock()
+
+
+def _quick_engine(url: URL) -> Engine:
+    key = (os.getpid(), url.render_as_string(hide_password=False))
+    engine = _quick_engines.get(key)
+    if engine is None:
+        with _quick_engines_lock:
+            engine = _quick_engines.get(key)
+            if engine is None:
+                engine = create_engine(
+                    url,
+                    isolation_level="AUTOCOMMIT",
+                    connect_args={
+                        "connect_timeout": QUICK_CONNECT_TIMEOUT_S,
+                        "options": f"-c statement_timeout={QUICK_INSERT_TIMEOUT_MS}",
+                    },
+                )
+                _quick_engines[key] = engine
+    return engine
+
+
+def dispose_quick_engines() -> None:
+    with _quick_engines_lock:
+        for engine in _quick_engines.values():
+            engine.dispose()
+        _quick_engines.clear()
+
+
+@contextlib.contextmanager
+def quick_db(session: Session) -> Iterator[Session | Connection]:
+    """What a tracking request queries: on PostgreSQL a quick autocommit connection, on
+    other databases (SQLite in development and tests) the request's own session."""
+    bind = session.get_bind()
+    if bind.dialect.name != "postgresql":
+        yield session
+        return
+    with _quick_engine(bind.engine.url).connect() as conn:
+        yield conn
+
+
+def _store_now(conn: Session | Connection, hit: Hit) -> bool:
+    """Insert one new hit and make it durable; False (logged) if the database failed."""
+    try:
+        insert_hits(conn, [hit], dedupe=False)
+        if _is_session(conn):
+            conn.commit()
+        return True
+    except Exception:
+        log.warning("tracking: database unavailable, spooling a %s event", hit.kind, exc_info=True)
+        if _is_session(conn):
+            _rollback(conn)
+        return False
+
+
+def _is_session(conn: Session | Connection) -> bool:
+    return not isinstance(conn, Connection)  # a Session or Flask-SQLAlchemy's scoped proxy
+
+
+def _rollback(session: Session) -> None:
+    try:
+        session.rollback()
+    except Exception:
+        log.warning("tracking: rollback failed", exc_info=True)
 
 
 def record_quickly(session: Session, hit: Hit, spool_dir: Path) -> bool:
     """Store one hit now, or spool it when the database fails; True if stored now."""
+    stored = False
     try:
-        if session.get_bind().dialect.name == "postgresql":
-            session.execute(text(f"SET LOCAL statement_timeout = {QUICK_INSERT_TIMEOUT_MS}"))
-        insert_hits(session, [hit])
-        session.commit()
-        return True
-    except Exception:
+        with quick_db(session) as conn:
+            stored = _store_now(conn, hit)
+    except Exception:  # no connection at all
         log.warning("tracking: database unavailable, spooling a %s event", hit.kind, exc_info=True)
-        try:
-            session.rollback()
-        except Exception:
-            log.warning("tracking: rollback failed", exc_info=True)
+        _rollback(session)
+    if not stored:
         spool(spool_dir, hit)
-        return False
+    return stored
 
 
 # --- the spool -------------------------------------------------------------------------------
@@ -339,11 +443,13 @@ def pending_spooled(spool_dir: Path) -> int:
 
 # --- links ---------------------------------------------------------------------------------
 
-# A sent mailing's links do not change: recent answers are kept so a click still
-# redirects while the database is briefly unavailable.
+# A mailing's links do not change once sending starts, so each process keeps the answers
+# for mailings past that point and looks a link up again only after the TTL; the cache
+# also lets a click redirect while the database is briefly unavailable.
 _LINK_CACHE_TTL = 300.0
 _LINK_CACHE_MAX = 10_000
 _link_cache: dict[tuple[int, int], tuple[float, str]] = {}
+_EDITABLE_STATUSES = (MailingStatus.DRAFT, MailingStatus.SCHEDULED)
 
 
 def cached_link_url(mailing_id: int, position: int) -> str | None:
@@ -353,19 +459,124 @@ def cached_link_url(mailing_id: int, position: int) -> str | None:
     return entry[1]
 
 
-def link_url(session: Session, mailing_id: int, position: int) -> str | None:
+def link_url(session: Session | Connection, mailing_id: int, position: int) -> str | None:
     """The URL the mailing holds at `position`, or None if it holds no such link."""
-    url = session.scalar(
-        select(MailingLink.url).where(
-            MailingLink.mailing_id == mailing_id, MailingLink.position == position
-        )
-    )
-    if url is not None:
+    row = session.execute(
+        select(MailingLink.url, Mailing.status)
+        .join(Mailing, Mailing.id == MailingLink.mailing_id)
+        .where(MailingLink.mailing_id == mailing_id, MailingLink.position == position)
+    ).first()
+    if row is None:
+        return None
+    url, status = row
+    if status not in _EDITABLE_STATUSES:  # a draft's links may still be edited
         if len(_link_cache) >= _LINK_CACHE_MAX:
             _link_cache.clear()
         _link_cache[(mailing_id, position)] = (time.monotonic(), url)
-    return url
+    return str(url)
 
 
 def clear_link_cache() -> None:
     _link_cache.clear()
+
+
+# --- clicks ----------------------------------------------------------------------------------
+
+
+class LinkUnavailable(Exception):
+    """The database could not say where a click goes and the link was not cached."""
+
+
+def is_action_page(url: str, base_url: str) -> bool:
+    """True for one of our own action pages: BASE_URL's origin and a path /a/<slug>…"""
+    link, base = urlsplit(url), urlsplit(base_url)
+    if (link.scheme.lower(), link.netloc.lower()) != (base.scheme.lower(), base.netloc.lower()):
+        return False
+    prefix = base.path.rstrip("/") + "/a/"
+    return link.path.startswith(prefix) and len(link.path) > len(prefix)
+
+
+def with_reader(url: str, token: str, mailing_id: int) -> str:
+    """The action-page URL with the reader's signed token and the mailing id in its query
+    (replacing any already there; other parameters and the fragment are kept)."""
+    parts = urlsplit(url)
+    query = [
+        (k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in ("t", "mid")
+    ]
+    query += [("t", token), ("mid", str(mailing_id))]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def reader_token(
+    conn: Session | Connection, secret_key: str, delivery_id: int, mailing_id: int
+) -> str | None:
+    """The signed supporter token of the delivery's recipient (one query), or None."""
+    public_id = conn.scalar(
+        select(Supporter.public_id)
+        .join(Delivery, Delivery.supporter_id == Supporter.id)
+        .where(Delivery.id == delivery_id, Delivery.mailing_id == mailing_id)
+    )
+    return make_supporter_token(secret_key, public_id) if public_id else None
+
+
+@dataclass(frozen=True)
+class ClickAnswer:
+    url: str | None  # None: the mailing holds no such link (404)
+    stored: bool  # stored in the database now (not spooled)
+
+
+def follow_click(
+    session: Session,
+    target: ClickTarget,
+    hit: Hit,
+    spool_dir: Path,
+    base_url: str,
+    secret_key: str,
+) -> ClickAnswer:
+    """Record a click and say where the reader goes: the link the mailing holds at that
+    position, or no URL when it holds none (nothing is recorded then). A link to one of our
+    action pages carries the reader's token and the mailing id, so the page recognises
+    them and credits the mailing; if that lookup fails they get the plain link.
+
+    The click is stored, or spooled when the database fails. Raises LinkUnavailable when
+    the database cannot be reached and the link is not cached (the click is spooled).
+    """
+    url = cached_link_url(target.mailing_id, target.position)
+    stored = False
+    token = None
+    try:
+        with quick_db(session) as conn:
+            if url is None:
+                url = link_url(conn, target.mailing_id, target.position)
+                if url is None:
+                    return ClickAnswer(None, stored=False)
+            stored = _store_now(conn, hit)
+            if is_action_page(url, base_url):
+                token = _reader_token_or_none(conn, secret_key, target)
+    except Exception:
+        log.warning("tracking: database unavailable for a click", exc_info=True)
+        _rollback(session)
+    if not stored:
+        _spool_or_log(spool_dir, hit)
+    if url is None:
+        raise LinkUnavailable
+    return ClickAnswer(with_reader(url, token, target.mailing_id) if token else url, stored)
+
+
+def _spool_or_log(spool_dir: Path, hit: Hit) -> None:
+    try:
+        spool(spool_dir, hit)
+    except Exception:  # the last resort: the reader still goes where they meant to
+        log.exception("tracking: %s event not spooled", hit.kind)
+
+
+def _reader_token_or_none(
+    conn: Session | Connection, secret_key: str, target: ClickTarget
+) -> str | None:
+    try:
+        return reader_token(conn, secret_key, target.delivery_id, target.mailing_id)
+    except Exception:
+        log.warning("tracking: reader not looked up, plain link given", exc_info=True)
+        if _is_session(conn):
+            _rollback(conn)
+        return None

@@ -82,7 +82,7 @@ def _drain(app: Flask, spool_dir) -> None:  # type: ignore[no-untyped-def]
             db.session.remove()
 
 
-def _pixel() -> Response:
+def pixel_response() -> Response:
     response = Response(PIXEL, status=200, mimetype="image/gif")
     response.headers["Cache-Control"] = NO_CACHE
     response.headers["Pragma"] = "no-cache"
@@ -100,41 +100,47 @@ def open_pixel(token: str) -> Response:
             _record(tracking.Hit("open", delivery_id, utcnow(), None, proxy))
     except Exception:  # the last resort: the event is lost, the reader still sees nothing wrong
         log.exception("tracking: open not recorded")
-    return _pixel()
+    return pixel_response()
 
 
 @bp.get("/c/<token>")
 def click(token: str) -> Response:
-    """Record the click and redirect to the mailing's own link at that position; else 404."""
+    """Record the click and redirect to the mailing's own link at that position; else 404.
+
+    A link to one of our action pages gets the reader's signed token and the mailing id
+    added (see tracking.follow_click); any other link is redirected to exactly as stored.
+    """
     target = tracking.read_click_token(current_app.config["SECRET_KEY"], token)
     if target is None:
         abort(404)
     try:
-        url = tracking.link_url(db.session, target.mailing_id, target.position)
-    except Exception:
-        log.warning("tracking: link lookup failed, trying the cache", exc_info=True)
-        db.session.rollback()
-        url = tracking.cached_link_url(target.mailing_id, target.position)
-        if url is None:
-            # Never guess a destination (no open redirect); spool the click, ask for a retry.
-            _spool_click(target)
-            response = Response(
-                render_template(
-                    "errors/error.html",
-                    code=503,
-                    title="One moment, please",
-                    message="We could not open that link just now. Please try it again "
-                    "in a minute.",
-                ),
-                status=503,
-            )
-            response.headers["Retry-After"] = "30"
-            return response
-    if url is None:
+        answer = tracking.follow_click(
+            db.session,
+            target,
+            _click_hit(target),
+            _spool_dir(),
+            current_app.config["BASE_URL"],
+            current_app.config["SECRET_KEY"],
+        )
+    except tracking.LinkUnavailable:
+        # Never guess a destination (no open redirect); the click is spooled: ask for a retry.
+        response = Response(
+            render_template(
+                "errors/error.html",
+                code=503,
+                title="One moment, please",
+                message="We could not open that link just now. Please try it again in a minute.",
+            ),
+            status=503,
+        )
+        response.headers["Retry-After"] = "30"
+        return response
+    if answer.url is None:
         abort(404)
-    _spool_or_record_click(target)
-    response = redirect(url, code=302)
-    response.headers["Location"] = url  # exactly the stored link
+    if answer.stored:
+        _maybe_drain_in_background()
+    response = redirect(answer.url, code=302)
+    response.headers["Location"] = answer.url  # exactly the link (Werkzeug would not re-quote it)
     response.headers["Cache-Control"] = NO_CACHE
     return response
 
@@ -142,17 +148,3 @@ def click(token: str) -> Response:
 def _click_hit(target: tracking.ClickTarget) -> tracking.Hit:
     proxy = tracking.is_proxy_user_agent(request.headers.get("User-Agent"))
     return tracking.Hit("click", target.delivery_id, utcnow(), target.position, proxy)
-
-
-def _spool_or_record_click(target: tracking.ClickTarget) -> None:
-    try:
-        _record(_click_hit(target))
-    except Exception:
-        log.exception("tracking: click not recorded")
-
-
-def _spool_click(target: tracking.ClickTarget) -> None:
-    try:
-        tracking.spool(_spool_dir(), _click_hit(target))
-    except Exception:
-        log.exception("tracking: click not spooled")

@@ -1,0 +1,437 @@
+"""Benchmark open-pixel and click tracking under wrk, against gunicorn and PostgreSQL.
+
+    .venv/bin/python bench/track.py --duration 10 --connections 32
+
+Seeds one sent mailing with N deliveries (default 10,000) and three links (one an
+action page on BASE_URL, so clicks on it take the signed-token redirect), writes every
+delivery's open and click URLs to files, and starts gunicorn on a free port of
+127.0.0.1 serving bench/track_app.py: the product plus a bare `/bare.gif` (the same
+pixel, no database work). wrk then drives each of the bare endpoint, the open pixel and
+the click for the same duration and connections, its Lua script cycling through the
+real tokens so every request is a real event. After each run the spool (if any) is
+drained and the events stored are counted.
+
+The table gives requests/s, the ratio to the bare endpoint, p50 and p99 latency, the
+responses that were not 2xx/3xx, and the events stored against the requests wrk
+completed. Targets (issue 4): at least 0.7 of the bare rate, p99 under 50 ms, every
+event recorded. A request wrk had written when its clock stopped may still be answered
+and stored by the server, so "every event recorded" means: completed <= stored <= sent.
+
+The database named by --database-url is the benchmark's own: its schema is dropped
+and rebuilt by the migrations on every run. wrk comes from Debian: apt-get install -y wrk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+DEFAULT_DATABASE = "postgresql+psycopg://postgres@127.0.0.1:5432/gs_bench_track"
+BASE_URL = "https://bench.example"
+LINKS = [
+    f"{BASE_URL}/a/bench-petition?src=email",  # one of ours: redirected with t= and mid=
+    "https://example.org/about",
+    "https://example.org/news#latest",
+]
+TARGET_RATIO = 0.7
+TARGET_P99_MS = 50.0
+
+# Cycles through the paths in the file named by the first script argument, each wrk
+# thread starting at its own place; prints one machine-readable line at the end.
+LUA = r"""
+local paths, n, i = {}, 0, 0
+local threads, counter = {}, 0
+sent = 0
+
+function setup(thread)
+  thread:set("offset", counter)
+  counter = counter + 1
+  table.insert(threads, thread)
+end
+
+function init(args)
+  for line in io.lines(args[1]) do
+    if #line > 0 then n = n + 1; paths[n] = line end
+  end
+  i = (offset * 7919) % n
+end
+
+function request()
+  i = i % n + 1
+  sent = sent + 1
+  return wrk.format("GET", paths[i])
+end
+
+function done(summary, latency, requests)
+  local total = 0
+  for _, t in ipairs(threads) do total = total + t:get("sent") end
+  local e = summary.errors
+  io.write(string.format(
+    "BENCH requests=%d sent=%d duration_us=%d p50_us=%d p99_us=%d status=%d " ..
+    "connect=%d read=%d write=%d timeout=%d\n",
+    summary.requests, total, summary.duration, latency:percentile(50),
+    latency:percentile(99), e.status, e.connect, e.read, e.write, e.timeout))
+end
+"""
+
+
+@dataclass
+class Run:
+    name: str
+    requests: int
+    sent: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    bad_status: int
+    socket_errors: int
+    stored: int | None = None  # events of this kind added during the run
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+
+def reset_database(url: str) -> None:
+    import sqlalchemy as sa
+
+    server_url = sa.engine.make_url(url)
+    admin = sa.create_engine(server_url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        exists = conn.scalar(
+            sa.text("SELECT 1 FROM pg_database WHERE datname = :name"),
+            {"name": server_url.database},
+        )
+        if not exists:
+            conn.execute(sa.text(f'CREATE DATABASE "{server_url.database}"'))
+    admin.dispose()
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP SCHEMA public CASCADE"))
+        conn.execute(sa.text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
+def seed(session: Any, count: int) -> tuple[int, list[int]]:
+    """One sent mailing with `count` deliveries (sent an hour ago) and LINKS; its id and
+    the delivery ids."""
+    import sqlalchemy as sa
+
+    from app.mailings.models import Mailing, MailingLink
+    from app.timeutil import utcnow
+
+    session.execute(
+        sa.text(
+            """
+            INSERT INTO supporters (public_id, email, first_name, last_name, postal_code, country,
+                                    status, source, custom_fields, created_at, updated_at)
+            SELECT md5('track' || g), 'track-' || g || '@example.org', 'Ada', '', '', 'US',
+                   'subscribed', 'bench', '{}', now(), now()
+            FROM generate_series(1, :count) AS g
+            """
+        ),
+        {"count": count},
+    )
+    now = utcnow()
+    mailing = Mailing(subject="Bench", status="sent", started_at=now, finished_at=now)
+    session.add(mailing)
+    session.flush()
+    for position, url in enumerate(LINKS):
+        session.add(MailingLink(mailing_id=mailing.id, position=position, url=url))
+    session.execute(
+        sa.text(
+            """
+            INSERT INTO deliveries (mailing_id, supporter_id, variant, status, attempts,
+                                    claimed_at, sent_at, provider_message_id)
+            SELECT :mailing, id, 'a', 'sent', 1, :claimed, :sent, '' FROM supporters
+            """
+        ),
+        {
+            "mailing": mailing.id,
+            "claimed": now - timedelta(hours=2),
+            "sent": now - timedelta(hours=1),
+        },
+    )
+    session.commit()
+    for table in ("supporters", "deliveries", "mailing_links"):
+        session.execute(sa.text(f"ANALYZE {table}"))
+    session.commit()
+    ids = list(session.scalars(sa.text("SELECT id FROM deliveries ORDER BY id")))
+    return mailing.id, ids
+
+
+def write_paths(
+    directory: Path, secret_key: str, mailing_id: int, ids: list[int]
+) -> dict[str, Path]:
+    from app.mailings import tracking
+
+    files = {
+        "bare": ["/bare.gif"],
+        "open": [f"/o/{tracking.make_open_token(secret_key, d)}.gif" for d in ids],
+        "click": [
+            f"/c/{tracking.make_click_token(secret_key, d, mailing_id, d % len(LINKS))}"
+            for d in ids
+        ],
+    }
+    paths = {}
+    for name, lines in files.items():
+        paths[name] = directory / f"{name}.txt"
+        paths[name].write_text("\n".join(lines) + "\n")
+    return paths
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_gunicorn(
+    env: dict[str, str], port: int, workers: int, threads: int, log_dir: Path
+) -> subprocess.Popen[bytes]:
+    log = (log_dir / "gunicorn.log").open("wb")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--chdir",
+            str(ROOT / "bench"),
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(workers),
+            "--threads",
+            str(threads),
+            "--access-logfile",
+            str(log_dir / "access.log"),  # as the Procfile logs each request (to stdout there)
+            "track_app:app",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"gunicorn exited early; see {log_dir / 'gunicorn.log'}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/bare.gif", timeout=1):
+                return process
+        except OSError:
+            time.sleep(0.2)
+    stop(process)
+    raise SystemExit(f"gunicorn did not answer in 30 s; see {log_dir / 'gunicorn.log'}")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=5)
+
+
+def run_wrk(name: str, url: str, script: Path, paths: Path, args: argparse.Namespace) -> Run:
+    command = [
+        "wrk",
+        f"--threads={args.wrk_threads}",
+        f"--connections={args.connections}",
+        f"--duration={args.duration}s",
+        "--timeout=5s",
+        "--latency",
+        f"--script={script}",
+        url,
+        "--",
+        str(paths),
+    ]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    match = re.search(r"^BENCH (.*)$", output, re.MULTILINE)
+    if match is None:
+        raise SystemExit(f"wrk printed no summary:\n{output}")
+    values = {k: int(v) for k, v in (pair.split("=") for pair in match.group(1).split())}
+    return Run(
+        name=name,
+        requests=values["requests"],
+        sent=values["sent"],
+        seconds=values["duration_us"] / 1e6,
+        p50_ms=values["p50_us"] / 1000,
+        p99_ms=values["p99_us"] / 1000,
+        bad_status=values["status"],
+        socket_errors=sum(values[k] for k in ("connect", "read", "write", "timeout")),
+    )
+
+
+def count_events(session: Any, kind: str) -> int:
+    import sqlalchemy as sa
+
+    return int(
+        session.scalar(sa.text("SELECT count(*) FROM tracking_events WHERE kind = :k"), {"k": kind})
+    )
+
+
+def print_table(runs: list[Run], drained: int) -> bool:
+    bare = runs[0].rate
+    header = (
+        "endpoint",
+        "req/s",
+        "vs bare",
+        "p50 ms",
+        "p99 ms",
+        "non-2xx/3xx",
+        "socket err",
+        "stored / completed (sent)",
+        "verdict",
+    )
+    rows = [header]
+    all_pass = True
+    for run in runs:
+        ratio = run.rate / bare if bare else 0.0
+        if run.stored is None:
+            stored, verdict = "-", ""
+        else:
+            recorded = run.requests <= run.stored <= run.sent
+            misses = [
+                label
+                for label, ok in (
+                    (f"rate < {TARGET_RATIO}", ratio >= TARGET_RATIO),
+                    (f"p99 >= {TARGET_P99_MS:.0f} ms", run.p99_ms < TARGET_P99_MS),
+                    ("errors", run.bad_status == 0 and run.socket_errors == 0),
+                    ("events lost", recorded),
+                )
+                if not ok
+            ]
+            all_pass = all_pass and not misses
+            stored = f"{run.stored:,} / {run.requests:,} ({run.sent:,})"
+            verdict = "PASS" if not misses else "MISS: " + ", ".join(misses)
+        rows.append(
+            (
+                run.name,
+                f"{run.rate:,.0f}",
+                f"{ratio:.2f}",
+                f"{run.p50_ms:.1f}",
+                f"{run.p99_ms:.1f}",
+                f"{run.bad_status:,}",
+                f"{run.socket_errors:,}",
+                stored,
+                verdict,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    print()
+    for row in rows:
+        print("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+    print(f"\n  events drained from the spool after the runs: {drained:,}")
+    print(
+        f"  targets: >= {TARGET_RATIO} of bare req/s, p99 < {TARGET_P99_MS:.0f} ms, "
+        "every event stored\n"
+    )
+    return all_pass
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--deliveries", type=int, default=10_000)
+    parser.add_argument("--database-url", default=DEFAULT_DATABASE)
+    parser.add_argument("--duration", type=int, default=10, help="seconds per endpoint")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--wrk-threads", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (Procfile: 2)")
+    parser.add_argument("--threads", type=int, default=1, help="gunicorn threads per worker")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, tokens)")
+    args = parser.parse_args()
+
+    if shutil.which("wrk") is None:
+        print("wrk is not installed; on Debian: apt-get install -y wrk", file=sys.stderr)
+        return 2
+
+    reset_database(args.database_url)
+    workdir = Path(tempfile.mkdtemp(prefix="gs-bench-track-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY_", "SENDGRID_"))}
+    env.update(
+        GROUNDSWELL_INSTANCE=str(workdir / "instance"),
+        GROUNDSWELL_ENV="production",
+        ORG_NAME="Bench",
+        ORG_POSTAL_ADDRESS="1 Bench Street",
+        MAIL_FROM="Bench <bench@example.org>",
+        DATABASE_URL=args.database_url,
+        SECRET_KEY=secrets.token_urlsafe(32),
+        BASE_URL=BASE_URL,
+        PYTHONUNBUFFERED="1",
+    )
+    os.environ.update(env)
+
+    from flask_migrate import upgrade
+
+    from app import create_app
+    from app.extensions import db
+    from app.mailings import tracking
+
+    app = create_app()
+    with app.app_context():
+        upgrade(directory=str(ROOT / "migrations"))
+        mailing_id, ids = seed(db.session, args.deliveries)
+        paths = write_paths(workdir, app.config["SECRET_KEY"], mailing_id, ids)
+    script = workdir / "track.lua"
+    script.write_text(LUA)
+
+    port = free_port()
+    server = start_gunicorn(env, port, args.workers, args.threads, workdir)
+    base = f"http://127.0.0.1:{port}"
+    runs: list[Run] = []
+    drained = 0
+    spool_dir = tracking.spool_dir_for(app.instance_path)
+    try:
+        run_wrk("warm-up", base, script, paths["bare"], _short(args))
+        for name, kind in (
+            ("bare /bare.gif", None),
+            ("open /o/<t>.gif", "open"),
+            ("click /c/<t>", "click"),
+        ):
+            key = kind or "bare"
+            with app.app_context():
+                before = count_events(db.session, kind) if kind else 0
+            run = run_wrk(name, base, script, paths[key], args)
+            if kind:
+                time.sleep(1.0)  # requests still in the server when wrk stopped
+                with app.app_context():
+                    drained += tracking.drain_spool(db.session, spool_dir)
+                    run.stored = count_events(db.session, kind) - before
+            runs.append(run)
+    finally:
+        stop(server)
+    ok = print_table(runs, drained)
+    if args.keep:
+        print(f"  logs and tokens in {workdir}\n")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0 if ok else 1
+
+
+def _short(args: argparse.Namespace) -> argparse.Namespace:
+    return argparse.Namespace(**{**vars(args), "duration": 2})
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
