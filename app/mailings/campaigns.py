@@ -210,7 +210,11 @@ def mailable_count(session: Session, segment_id: int | None, now: datetime) -> i
     except ImportError:
         count = None
     if count is not None:
-        return int(count(session, definition, now))
+        try:
+            result = count(session, definition, now)
+        except ValueError:  # SegmentError: a definition that no longer holds (a tag gone)
+            return None
+        return int(getattr(result, "mailable", result))
     if definition:
         return None
     return int(
