@@ -7,12 +7,16 @@ as long as the secret key is kept (links in years-old emails must still work).
 
 from __future__ import annotations
 
+import functools
+
 from itsdangerous import BadSignature, URLSafeSerializer
 
 _SALT = "groundswell.supporter-links.v1"
 
 
+@functools.lru_cache(maxsize=8)
 def _serializer(secret_key: str) -> URLSafeSerializer:
+    # One per key: a send makes a token for each of a million recipients.
     return URLSafeSerializer(secret_key, salt=_SALT)
 
 
