@@ -163,3 +163,52 @@ def test_demo_seed_refuses_a_negative_count(runner):
     result = runner.invoke(args=["demo", "seed", "--supporters", "-5"])
     _assert_clean_failure(result, "Invalid value for '--supporters'")
     assert _demo_supporters() == 0
+
+
+# --- mailings ---------------------------------------------------------------------------
+
+
+def test_mailings_create_resolves_a_saved_segment_by_name(runner, tmp_path):
+    from app.mailings.models import Mailing
+    from app.supporters.models import Segment
+
+    segment = Segment(name="Riverside", definition={})
+    db.session.add(segment)
+    db.session.commit()
+    body = tmp_path / "body.md"
+    body.write_text("Hello {{ first_name }}")
+
+    made = runner.invoke(
+        args=[
+            "mailings",
+            "create",
+            "--subject",
+            "Hi",
+            "--body",
+            str(body),
+            "--segment",
+            "Riverside",
+        ]
+    )
+    assert made.exit_code == 0, made.output
+    mailing = db.session.get(Mailing, int(made.output.strip()))
+    assert mailing.segment_id == segment.id and mailing.status == "draft"
+    [entry] = db.session.scalars(select(AuditEntry).where(AuditEntry.action == "mailing.create"))
+    assert entry.object_id == str(mailing.id)
+
+    unknown = runner.invoke(
+        args=["mailings", "create", "--subject", "Hi", "--body", str(body), "--segment", "Nope"]
+    )
+    _assert_clean_failure(unknown, "no saved segment is called 'Nope'")
+    assert db.session.scalar(select(func.count()).select_from(Mailing)) == 1
+
+
+def test_mailings_create_refuses_an_empty_subject_and_send_an_unknown_id(runner, tmp_path):
+    body = tmp_path / "body.md"
+    body.write_text("Hello")
+    empty = runner.invoke(args=["mailings", "create", "--subject", " ", "--body", str(body)])
+    _assert_clean_failure(empty, "Please write a subject line.")
+    _assert_clean_failure(runner.invoke(args=["mailings", "send", "42"]), "no mailing 42")
+    _assert_clean_failure(
+        runner.invoke(args=["mailings", "control", "pause", "42"]), "no mailing 42"
+    )

@@ -93,6 +93,7 @@ def probe(url: str, timeout: float = LINK_TIMEOUT) -> int | None:
                 return int(response.status)
         except urllib.error.HTTPError as exc:
             status = exc.code
+            exc.close()
         except (urllib.error.URLError, OSError, ValueError):
             status = None
     return status
