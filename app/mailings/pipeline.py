@@ -738,10 +738,19 @@ def _send_group(
         try:
             message_id = provider.send_bulk(body, sealed, custom_args)
         except EmailProviderError as exc:
+            # A per-recipient provider (SMTP) may have accepted the first few: those are
+            # sent, never re-queued. An address it refused for good fails alone; the
+            # rest go back to the queue and the error is raised as retryable.
+            accepted, rest = send_ids[: exc.accepted], send_ids[exc.accepted :]
+            _set_status(session, accepted, DeliveryStatus.SENT.value, sent_at=now)
+            if not exc.retryable and exc.one_recipient:
+                _set_status(session, rest[:1], DeliveryStatus.FAILED.value)
+                rest = rest[1:]
+                exc.retryable = bool(rest)
             if exc.retryable:
-                _set_status(session, send_ids, DeliveryStatus.QUEUED.value, claimed_at=None)
+                _set_status(session, rest, DeliveryStatus.QUEUED.value, claimed_at=None)
             else:
-                _set_status(session, send_ids, DeliveryStatus.FAILED.value)
+                _set_status(session, rest, DeliveryStatus.FAILED.value)
             session.flush()
             raise
         _set_status(

@@ -380,3 +380,25 @@ def test_test_send_goes_only_to_the_given_addresses_with_the_footer(app):
         assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
         assert identity.postal_address in text_of(message)
     assert db.session.scalar(select(func.count()).select_from(Delivery)) == 0
+
+
+# --- a per-recipient provider failing part-way -----------------------------------------------
+
+
+def test_smtp_failing_part_way_sends_nobody_twice(app, smtp_server, monkeypatch):
+    # Eager Celery replays a retry at once, but only when errors are not propagated.
+    monkeypatch.setitem(app.extensions["celery"].conf, "task_eager_propagates", False)
+    monkeypatch.setitem(app.config, "EMAIL_PROVIDER", "smtp")
+    monkeypatch.setitem(app.config, "SMTP_HOST", smtp_server.host)
+    monkeypatch.setitem(app.config, "SMTP_PORT", smtp_server.port)
+    people = [SupporterFactory() for _ in range(5)]
+    refused = people[2].email
+    smtp_server.collector.refuse.add(refused)  # a mailbox that does not exist
+
+    send_mailing.delay(new_mailing().id)
+
+    got = sorted(e.rcpt_tos[0] for e in smtp_server.collector.envelopes)
+    assert got == sorted(p.email for p in people if p.email != refused)  # each once
+    status = {r.supporter_id: r.status for r in deliveries(Mailing.query.one().id)}
+    assert status[people[2].id] == "failed"
+    assert [status[p.id] for p in people if p.email != refused] == ["sent"] * 4

@@ -22,11 +22,20 @@ class EmailProviderError(RuntimeError):
     """
 
     def __init__(
-        self, message: str, retryable: bool = True, retry_after: float | None = None
+        self,
+        message: str,
+        retryable: bool = True,
+        retry_after: float | None = None,
+        accepted: int = 0,
     ) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.retry_after = retry_after
+        # For a bulk send one message at a time: how many recipients, from the first,
+        # were accepted before the failure (they must not be sent again), and whether
+        # the failure concerns only the next recipient (a refused address), not the rest.
+        self.accepted = accepted
+        self.one_recipient = False
 
 
 class EmailProvider(Protocol):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.integrations.email import MAX_BULK_RECIPIENTS
+from app.integrations.email import MAX_BULK_RECIPIENTS, EmailProviderError
 from privacy.seal import (
     SealedBulk,
     SealedEmail,
@@ -41,12 +41,15 @@ class SendsEachRecipient:
     ) -> str:
         """Render and send each recipient's message; the first message id stands for the batch.
 
-        If the server fails part-way, the error propagates and the pipeline re-queues the
-        whole chunk, so those already sent may get it twice (SMTP only; counted as retries).
+        If the server fails part-way, the error says how many were accepted before it, so
+        the pipeline marks those sent and re-queues only the rest.
         """
         sealed_bulk, checked = check_bulk_call(bulk, recipients, custom_args_per_recipient)
-        ids = [
-            self.send(render_recipient(sealed_bulk, recipient), args)
-            for recipient, args in zip(checked, custom_args_per_recipient, strict=True)
-        ]
+        ids: list[str] = []
+        for recipient, args in zip(checked, custom_args_per_recipient, strict=True):
+            try:
+                ids.append(self.send(render_recipient(sealed_bulk, recipient), args))
+            except EmailProviderError as exc:
+                exc.accepted, exc.one_recipient = len(ids), True
+                raise
         return ids[0]
