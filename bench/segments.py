@@ -11,8 +11,9 @@ about half a million actions, three sent mailings with deliveries, and opens
 median of 5 runs each, and prints a table against the target (< 1000 ms).
 
 The database named by --database-url is the benchmark's own: it is created if
-missing, and its schema is dropped and rebuilt by the migrations on every run.
---drop-after drops the whole database at the end.
+missing, and its schema is dropped and rebuilt by the migrations on every run
+(--reuse times what the last run left instead). --drop-after drops the whole
+database at the end.
 """
 
 from __future__ import annotations
@@ -212,11 +213,15 @@ def main() -> int:
     parser.add_argument("--database-url", default=DEFAULT_DATABASE)
     parser.add_argument("--explain", action="store_true", help="print EXPLAIN ANALYZE for each")
     parser.add_argument("--drop-after", action="store_true", help="drop the database when done")
+    parser.add_argument(
+        "--reuse", action="store_true", help="time the data a previous run left (kept by default)"
+    )
     args = parser.parse_args()
 
     import os
 
-    reset_database(args.database_url)
+    if not args.reuse:
+        reset_database(args.database_url)
     os.environ.update(
         GROUNDSWELL_INSTANCE=tempfile.mkdtemp(prefix="gs-bench-segments-"),
         GROUNDSWELL_ENV="development",
@@ -227,6 +232,7 @@ def main() -> int:
 
     from app import create_app
     from app.extensions import db
+    from app.mailings.models import Mailing
     from app.supporters import segments
     from app.supporters.models import Supporter
     from app.timeutil import utcnow
@@ -235,10 +241,18 @@ def main() -> int:
     rows: list[tuple[str, str, str, float]] = []
     try:
         with app.app_context():
-            upgrade(directory=str(ROOT / "migrations"))
-            started = time.monotonic()
-            ids = seed(db.session, args.supporters)
-            print(f"seeded {args.supporters:,} supporters in {time.monotonic() - started:.1f} s")
+            if args.reuse:
+                ids = {
+                    "mailings": list(db.session.scalars(select(Mailing.id).order_by(Mailing.id)))
+                }
+                n = db.session.scalar(select(func.count()).select_from(Supporter))
+                print(f"reusing {n:,} supporters")
+            else:
+                upgrade(directory=str(ROOT / "migrations"))
+                started = time.monotonic()
+                ids = seed(db.session, args.supporters)
+                took = time.monotonic() - started
+                print(f"seeded {args.supporters:,} supporters in {took:.1f} s")
             now = utcnow()
             for name, definition in definitions(ids):
                 times: list[float] = []
