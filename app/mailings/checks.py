@@ -33,6 +33,7 @@ MAX_LINK_WORKERS = 8
 # Answers that mean the page is gone, not that the site dislikes robots.
 GONE = (404, 410)
 _UNKNOWN_FIELD = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.DOTALL)
+_TITLE = re.compile(r"<title>.*?</title>", re.DOTALL | re.IGNORECASE)
 _OWN_ACTION_PAGE = re.compile(r"^/a/([^/?#]+)/?$")
 
 
@@ -234,7 +235,9 @@ def run_checks(
         rendered = campaigns.preview(mailing, identity, None, now)
     except campaigns.CampaignError as exc:
         return [Finding(ERROR, str(exc))]
-    texts = [rendered.subject, rendered.text, rendered.html]
+    # The <title> repeats the subject as typed (the composer does not merge it there), and
+    # the subject itself is checked as the supporter sees it.
+    texts = [rendered.subject, rendered.text, _TITLE.sub("", rendered.html)]
     if mailing.subject_b.strip():
         texts.append(campaigns.preview(mailing, identity, None, now, "b").subject)
     parts = _parts(rendered.html)
