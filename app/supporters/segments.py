@@ -382,7 +382,9 @@ def _custom_field(cond: dict[str, Any], now: datetime) -> ColumnElement[bool]:
     value = cast(Supporter.custom_fields[cond["field"]].as_string(), String)
     if cond["op"] == "is_set":
         return and_(value.is_not(None), value != "")
-    return func.lower(value) == cond["value"].lower()
+    # coalesce: a missing field must compare false, not NULL, or NOT (an exclusion)
+    # would leave out everyone who lacks the field.
+    return func.lower(func.coalesce(value, "")) == cond["value"].lower()
 
 
 _BUILDERS = {

@@ -202,6 +202,9 @@ def test_custom_fields(db_session) -> None:  # type: ignore[no-untyped-def]
     assert who(db_session, include(eq)) == {"Ann"}
     assert who(db_session, include({**eq, "op": "is_set", "value": ""})) == {"Ann", "Bo"}
     assert who(db_session, include({**eq, "field": "ward", "value": "5"})) == {"Ann"}
+    # Leaving out the volunteers keeps everyone else, including those without the field.
+    assert who(db_session, include(exclude=[eq])) == {"Bo", "Cy", "Di"}
+    assert who(db_session, include(exclude=[{**eq, "op": "is_set", "value": ""}])) == {"Cy", "Di"}
 
 
 def test_mailable_leaves_out_snoozed_unsubscribed_bounced(db_session) -> None:  # type: ignore[no-untyped-def]
