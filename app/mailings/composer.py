@@ -200,7 +200,7 @@ def compose(
         body_html, body_text, links = _track_links(body_html, body_text)
     esc = html.escape
     rendered_html = HTML_TEMPLATE.format(
-        subject=esc(subject),
+        subject=esc(_merge_fields(subject)),
         preheader=esc(preheader),
         body=body_html,
         org_name=esc(org_name),
