@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 
 import click
-from flask import Flask
+from flask import Flask, current_app
 from flask.cli import AppGroup
 
 from app.extensions import db
@@ -66,16 +66,20 @@ def ensure_demo_staff() -> None:
     help="How many demo supporters should exist.",
 )
 def seed(count: int) -> None:
-    """Create demo supporters and one live action page of each kind (idempotent)."""
+    """Create demo supporters, one live action page of each kind and a draft mailing
+    (idempotent)."""
     from app.actions.demo import seed_action_pages
+    from app.mailings.demo import seed_draft_mailing
     from app.supporters.demo import seed_supporters
 
     now = utcnow()
     created = seed_supporters(db.session, count, now)
     pages_created = seed_action_pages(db.session, now)
+    mailings_created = seed_draft_mailing(db.session, current_app.config["BASE_URL"], now)
     db.session.commit()
     click.echo(f"Demo supporters: {created} created, {count} wanted.")
     click.echo(f"Demo action pages: {pages_created} added; one live page of each kind is on /.")
+    click.echo(f"Demo mailings: {mailings_created} draft added; see /staff/mailings.")
 
 
 @mailings_cli.command("create")

@@ -149,6 +149,13 @@ def test_demo_seed_is_idempotent(runner):
     assert db.session.scalar(select(func.count()).where(Supporter.welcomed_at.is_(None))) == 0
     emails = db.session.scalars(select(Supporter.email)).all()
     assert len(set(emails)) == 300 and all(e.endswith("@example.org") for e in emails)
+    # One draft mailing, whose links point at live demo pages.
+    from app.mailings.models import Mailing
+
+    assert "1 draft added" in outputs[0].output and "0 draft added" in outputs[1].output
+    [mailing] = db.session.scalars(select(Mailing)).all()
+    assert mailing.status == "draft"
+    assert "/a/make-prevention-a-priority" in mailing.body_md
 
 
 def test_demo_seed_tops_up(runner):
