@@ -282,7 +282,10 @@ def validate(definition: object, session: Session | None = None) -> dict[str, An
 
 def _check_references(session: Session, definition: dict[str, Any], check: _Checker) -> None:
     """Every id named must exist: a deleted tag would otherwise match nobody, silently."""
-    tables = {"tag_ids": (Tag, "tag"), "page_ids": (ActionPage, "action page")}
+    tables: dict[str, tuple[type[Tag] | type[ActionPage], str]] = {
+        "tag_ids": (Tag, "tag"),
+        "page_ids": (ActionPage, "action page"),
+    }
     for part in ("include", "exclude"):
         for i, cond in enumerate(definition[part]):
             for key, (model, what) in tables.items():
