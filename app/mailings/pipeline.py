@@ -333,7 +333,11 @@ def materialise(
     if mailing.segment.get("include") or mailing.segment.get("exclude"):
         from app.supporters import segments
 
-        conditions.append(segments.condition(mailing.segment, now))
+        segments.tune_session(session)  # the plans count() gets (JIT off, hashable IN lists)
+        definition = {
+            k: mailing.segment[k] for k in ("match", "include", "exclude") if k in mailing.segment
+        }
+        conditions.append(segments.condition(definition, now))
     if daily_cap > 0:
         recent = [
             Delivery.mailing_id != mailing.id,

@@ -402,3 +402,53 @@ def test_smtp_failing_part_way_sends_nobody_twice(app, smtp_server, monkeypatch)
     status = {r.supporter_id: r.status for r in deliveries(Mailing.query.one().id)}
     assert status[people[2].id] == "failed"
     assert [status[p.id] for p in people if p.email != refused] == ["sent"] * 4
+
+
+# --- segments --------------------------------------------------------------------------------
+
+
+def test_a_mailing_to_a_segment_reaches_only_its_members_minus_exclusions(app):
+    from app.supporters import segments
+    from app.supporters.models import Tag
+    from tests.factories import StaffFactory
+
+    volunteers, donors = Tag(name="volunteer"), Tag(name="donor")
+    db.session.add_all([volunteers, donors])
+    both = SupporterFactory(tags=[volunteers, donors])
+    only_volunteer = SupporterFactory(tags=[volunteers])
+    snoozed = SupporterFactory(tags=[volunteers], snoozed_until=utcnow() + timedelta(days=9))
+    SupporterFactory(tags=[donors])
+    SupporterFactory()
+    db.session.commit()
+    segment = segments.create_segment(
+        db.session,
+        name="Volunteers who are not donors",
+        description="",
+        definition={
+            "match": "all",
+            "include": [{"type": "tags", "mode": "any", "tag_ids": [volunteers.id]}],
+            "exclude": [{"type": "tags", "mode": "any", "tag_ids": [donors.id]}],
+        },
+        actor=StaffFactory(role="organizer"),
+        now=utcnow(),
+    )
+    db.session.commit()
+    mailing = new_mailing(segment_id=segment.id)
+    assert segments.count(db.session, segment.definition, utcnow()).mailable == 1
+
+    send_mailing.delay(mailing.id)
+
+    assert [r.supporter_id for r in deliveries(mailing.id)] == [only_volunteer.id]
+    db.session.refresh(mailing)
+    assert mailing.segment["name"] == "Volunteers who are not donors"  # what it went to
+    assert both.id != snoozed.id  # both were left out for a reason each
+
+
+def test_a_draft_whose_segment_was_deleted_is_not_sent_to_everyone(app):
+    SupporterFactory()
+    mailing = new_mailing()
+    mailing.segment = {"segment_id": 999, "name": "Gone"}  # chosen, then deleted (SET NULL)
+    db.session.commit()
+    identity = SenderIdentity.from_config(app.config)
+    with pytest.raises(pipeline.PipelineError, match="was deleted"):
+        pipeline.request_send(db.session, mailing, identity, utcnow())
