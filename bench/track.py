@@ -30,6 +30,7 @@ import secrets
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -107,6 +108,25 @@ class Run:
     @property
     def rate(self) -> float:
         return self.requests / self.seconds if self.seconds else 0.0
+
+
+ENDPOINTS = (("bare /bare.gif", None), ("open /o/<t>.gif", "open"), ("click /c/<t>", "click"))
+
+
+def combine(runs: list[Run]) -> Run:
+    """One endpoint over interleaved rounds: totals, the median p50 and the worst p99."""
+    stored = [run.stored for run in runs if run.stored is not None]
+    return Run(
+        name=runs[0].name,
+        requests=sum(run.requests for run in runs),
+        sent=sum(run.sent for run in runs),
+        seconds=sum(run.seconds for run in runs),
+        p50_ms=statistics.median(run.p50_ms for run in runs),
+        p99_ms=max(run.p99_ms for run in runs),
+        bad_status=sum(run.bad_status for run in runs),
+        socket_errors=sum(run.socket_errors for run in runs),
+        stored=sum(stored) if stored else None,
+    )
 
 
 def reset_database(url: str) -> None:
@@ -359,6 +379,12 @@ def main() -> int:
     parser.add_argument("--wrk-threads", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (Procfile: 2)")
     parser.add_argument("--threads", type=int, default=1, help="gunicorn threads per worker")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="repeat bare, open, click this many times, interleaved (steadier on a busy machine)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, tokens)")
     args = parser.parse_args()
 
@@ -399,28 +425,32 @@ def main() -> int:
     port = free_port()
     server = start_gunicorn(env, port, args.workers, args.threads, workdir)
     base = f"http://127.0.0.1:{port}"
-    runs: list[Run] = []
+    rounds: list[list[Run]] = []
     drained = 0
     spool_dir = tracking.spool_dir_for(app.instance_path)
     try:
         run_wrk("warm-up", base, script, paths["bare"], _short(args))
-        for name, kind in (
-            ("bare /bare.gif", None),
-            ("open /o/<t>.gif", "open"),
-            ("click /c/<t>", "click"),
-        ):
-            key = kind or "bare"
-            with app.app_context():
-                before = count_events(db.session, kind) if kind else 0
-            run = run_wrk(name, base, script, paths[key], args)
-            if kind:
-                time.sleep(1.0)  # requests still in the server when wrk stopped
+        for _ in range(args.rounds):
+            runs = []
+            for name, kind in ENDPOINTS:
                 with app.app_context():
-                    drained += tracking.drain_spool(db.session, spool_dir)
-                    run.stored = count_events(db.session, kind) - before
-            runs.append(run)
+                    before = count_events(db.session, kind) if kind else 0
+                run = run_wrk(name, base, script, paths[kind or "bare"], args)
+                if kind:
+                    time.sleep(1.0)  # requests still in the server when wrk stopped
+                    with app.app_context():
+                        drained += tracking.drain_spool(db.session, spool_dir)
+                        run.stored = count_events(db.session, kind) - before
+                runs.append(run)
+            rounds.append(runs)
     finally:
         stop(server)
+    if len(rounds) > 1:
+        print()
+        for number, runs in enumerate(rounds, 1):
+            rates = "  ".join(f"{run.name.split()[0]} {run.rate:,.0f}" for run in runs)
+            print(f"  round {number} req/s: {rates}")
+    runs = [combine(list(same)) for same in zip(*rounds, strict=True)]
     ok = print_table(runs, drained)
     if args.keep:
         print(f"  logs and tokens in {workdir}\n")

@@ -25,10 +25,11 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from itsdangerous import BadSignature, URLSafeSerializer
@@ -53,7 +54,9 @@ from sqlalchemy import (
     select,
     true,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import Executable, Select
 
 from app.mailings.models import Delivery, Mailing, MailingLink, MailingStatus, TrackingEvent
 from app.supporters.models import Supporter
@@ -264,7 +267,7 @@ def _params(hit: Hit) -> dict[str, object]:
     return params
 
 
-def insert_hits(session: Session | Connection, hits: Iterable[Hit], dedupe: bool = True) -> int:
+def insert_hits(session: Executor, hits: Iterable[Hit], dedupe: bool = True) -> int:
     """Store hits not stored yet; returns how many rows were added. Never commits.
 
     `dedupe=False` is for callers that are idempotent already (the provider-event inbox,
@@ -275,19 +278,44 @@ def insert_hits(session: Session | Connection, hits: Iterable[Hit], dedupe: bool
         if hit.kind not in ("open", "click"):
             continue
         statement = _insert_statement(hit.kind, hit.position is not None, dedupe)
-        result = session.execute(
-            statement, _params(hit), execution_options={"preserve_rowcount": True}
-        )
-        added += max(result.rowcount or 0, 0)
+        added += max(_run(session, statement, _params(hit)).rowcount or 0, 0)
     return added
 
 
 # A tracking request on PostgreSQL talks to the database through its own small pool of
 # autocommit connections: statement_timeout is set once per connection (not per request),
-# there is no pre-ping and no BEGIN/COMMIT, so storing a hit is a single round trip.
+# there is no pre-ping and no BEGIN/COMMIT, so storing a hit is a single round trip. Its
+# few statements are compiled once and run on the psycopg connection directly: for these
+# one-row statements SQLAlchemy's execution layer cost more than the round trip.
 QUICK_CONNECT_TIMEOUT_S = 2
 _quick_engines: dict[tuple[int, str], Engine] = {}
 _quick_engines_lock = threading.Lock()
+
+
+class QuickConnection:
+    """A pooled psycopg connection (autocommit) that runs cached SQLAlchemy statements."""
+
+    def __init__(self, dbapi_connection: Any, dialect: Dialect) -> None:
+        self.raw = dbapi_connection
+        self.dialect = dialect
+
+    def execute(self, statement: Executable, params: dict[str, object]) -> Any:
+        return self.raw.execute(_compiled_sql(statement, self.dialect), params)
+
+
+@functools.cache
+def _compiled_sql(statement: Executable, dialect: Dialect) -> str:
+    return str(statement.compile(dialect=dialect))
+
+
+Executor = Session | Connection | QuickConnection
+
+
+def _run(conn: Executor, statement: Executable, params: dict[str, object]) -> Any:
+    """A cursor or result (rowcount, fetchone) for one of this module's statements."""
+    if isinstance(conn, QuickConnection):
+        return conn.execute(statement, params)
+    return conn.execute(statement, params, execution_options={"preserve_rowcount": True})
 
 
 def _quick_engine(url: URL) -> Engine:
@@ -317,18 +345,29 @@ def dispose_quick_engines() -> None:
 
 
 @contextlib.contextmanager
-def quick_db(session: Session) -> Iterator[Session | Connection]:
+def quick_db(session: Session, bind: Engine | None = None) -> Iterator[Executor]:
     """What a tracking request queries: on PostgreSQL a quick autocommit connection, on
-    other databases (SQLite in development and tests) the request's own session."""
-    bind = session.get_bind()
+    other databases (SQLite in development and tests) the request's own session.
+
+    A caller that knows the engine passes it as `bind`, so that on PostgreSQL no session
+    is even created for the request."""
+    bind = bind or session.get_bind().engine
     if bind.dialect.name != "postgresql":
         yield session
         return
-    with _quick_engine(bind.engine.url).connect() as conn:
-        yield conn
+    engine = _quick_engine(bind.url)
+    pooled = engine.raw_connection()
+    try:
+        yield QuickConnection(pooled.driver_connection, engine.dialect)
+    except Exception:
+        if getattr(pooled.driver_connection, "broken", True):
+            pooled.invalidate()  # a new connection next time, not this dead one
+        raise
+    finally:
+        pooled.close()  # back to the pool
 
 
-def _store_now(conn: Session | Connection, hit: Hit) -> bool:
+def _store_now(conn: Executor, hit: Hit) -> bool:
     """Insert one new hit and make it durable; False (logged) if the database failed."""
     try:
         insert_hits(conn, [hit], dedupe=False)
@@ -342,8 +381,8 @@ def _store_now(conn: Session | Connection, hit: Hit) -> bool:
         return False
 
 
-def _is_session(conn: Session | Connection) -> bool:
-    return not isinstance(conn, Connection)  # a Session or Flask-SQLAlchemy's scoped proxy
+def _is_session(conn: Executor) -> bool:
+    return not isinstance(conn, (Connection, QuickConnection))  # a Session or its scoped proxy
 
 
 def _rollback(session: Session) -> None:
@@ -353,17 +392,21 @@ def _rollback(session: Session) -> None:
         log.warning("tracking: rollback failed", exc_info=True)
 
 
-def record_quickly(session: Session, hit: Hit, spool_dir: Path) -> bool:
-    """Store one hit now, or spool it when the database fails; True if stored now."""
+def record_quickly(
+    session: Session, hit: Hit, spool_dir: Path | Callable[[], Path], bind: Engine | None = None
+) -> bool:
+    """Store one hit now, or spool it when the database fails; True if stored now.
+
+    `spool_dir` may be a function, called only when the hit has to be spooled."""
     stored = False
     try:
-        with quick_db(session) as conn:
+        with quick_db(session, bind) as conn:
             stored = _store_now(conn, hit)
     except Exception:  # no connection at all
         log.warning("tracking: database unavailable, spooling a %s event", hit.kind, exc_info=True)
         _rollback(session)
     if not stored:
-        spool(spool_dir, hit)
+        spool(spool_dir if isinstance(spool_dir, Path) else spool_dir(), hit)
     return stored
 
 
@@ -459,13 +502,22 @@ def cached_link_url(mailing_id: int, position: int) -> str | None:
     return entry[1]
 
 
-def link_url(session: Session | Connection, mailing_id: int, position: int) -> str | None:
-    """The URL the mailing holds at `position`, or None if it holds no such link."""
-    row = session.execute(
+@functools.cache
+def _link_statement() -> Select[tuple[str, str]]:
+    return (
         select(MailingLink.url, Mailing.status)
         .join(Mailing, Mailing.id == MailingLink.mailing_id)
-        .where(MailingLink.mailing_id == mailing_id, MailingLink.position == position)
-    ).first()
+        .where(
+            MailingLink.mailing_id == bindparam("mailing_id", type_=Integer()),
+            MailingLink.position == bindparam("position", type_=Integer()),
+        )
+    )
+
+
+def link_url(session: Executor, mailing_id: int, position: int) -> str | None:
+    """The URL the mailing holds at `position`, or None if it holds no such link."""
+    params = {"mailing_id": mailing_id, "position": position}
+    row = _run(session, _link_statement(), params).fetchone()
     if row is None:
         return None
     url, status = row
@@ -507,16 +559,23 @@ def with_reader(url: str, token: str, mailing_id: int) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
-def reader_token(
-    conn: Session | Connection, secret_key: str, delivery_id: int, mailing_id: int
-) -> str | None:
-    """The signed supporter token of the delivery's recipient (one query), or None."""
-    public_id = conn.scalar(
+@functools.cache
+def _reader_statement() -> Select[tuple[str]]:
+    return (
         select(Supporter.public_id)
         .join(Delivery, Delivery.supporter_id == Supporter.id)
-        .where(Delivery.id == delivery_id, Delivery.mailing_id == mailing_id)
+        .where(
+            Delivery.id == bindparam("delivery_id", type_=Integer()),
+            Delivery.mailing_id == bindparam("mailing_id", type_=Integer()),
+        )
     )
-    return make_supporter_token(secret_key, public_id) if public_id else None
+
+
+def reader_token(conn: Executor, secret_key: str, delivery_id: int, mailing_id: int) -> str | None:
+    """The signed supporter token of the delivery's recipient (one query), or None."""
+    params = {"delivery_id": delivery_id, "mailing_id": mailing_id}
+    row = _run(conn, _reader_statement(), params).fetchone()
+    return make_supporter_token(secret_key, row[0]) if row and row[0] else None
 
 
 @dataclass(frozen=True)
@@ -529,9 +588,10 @@ def follow_click(
     session: Session,
     target: ClickTarget,
     hit: Hit,
-    spool_dir: Path,
+    spool_dir: Path | Callable[[], Path],
     base_url: str,
     secret_key: str,
+    bind: Engine | None = None,
 ) -> ClickAnswer:
     """Record a click and say where the reader goes: the link the mailing holds at that
     position, or no URL when it holds none (nothing is recorded then). A link to one of our
@@ -545,7 +605,7 @@ def follow_click(
     stored = False
     token = None
     try:
-        with quick_db(session) as conn:
+        with quick_db(session, bind) as conn:
             if url is None:
                 url = link_url(conn, target.mailing_id, target.position)
                 if url is None:
@@ -557,7 +617,7 @@ def follow_click(
         log.warning("tracking: database unavailable for a click", exc_info=True)
         _rollback(session)
     if not stored:
-        _spool_or_log(spool_dir, hit)
+        _spool_or_log(spool_dir if isinstance(spool_dir, Path) else spool_dir(), hit)
     if url is None:
         raise LinkUnavailable
     return ClickAnswer(with_reader(url, token, target.mailing_id) if token else url, stored)
@@ -570,9 +630,7 @@ def _spool_or_log(spool_dir: Path, hit: Hit) -> None:
         log.exception("tracking: %s event not spooled", hit.kind)
 
 
-def _reader_token_or_none(
-    conn: Session | Connection, secret_key: str, target: ClickTarget
-) -> str | None:
+def _reader_token_or_none(conn: Executor, secret_key: str, target: ClickTarget) -> str | None:
     try:
         return reader_token(conn, secret_key, target.delivery_id, target.mailing_id)
     except Exception:

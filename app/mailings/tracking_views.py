@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from pathlib import Path
 
 from flask import (
     Blueprint,
@@ -37,12 +38,12 @@ PIXEL = (
 NO_CACHE = "no-store, no-cache, must-revalidate, max-age=0, private"
 
 
-def _spool_dir():  # type: ignore[no-untyped-def]
+def _spool_dir() -> Path:
     return tracking.spool_dir_for(current_app.instance_path)
 
 
 def _record(hit: tracking.Hit) -> None:
-    if tracking.record_quickly(db.session, hit, _spool_dir()):
+    if tracking.record_quickly(db.session, hit, _spool_dir, db.engine):
         _maybe_drain_in_background()
 
 
@@ -55,9 +56,11 @@ _drain_check_lock = threading.Lock()
 
 def _maybe_drain_in_background() -> None:
     global _last_drain_check
+    now = time.monotonic()
+    if now - _last_drain_check < INLINE_DRAIN_EVERY:  # the usual case, without the lock
+        return
     if not current_app.config.get("TRACKING_SPOOL_INLINE_DRAIN", True):
         return
-    now = time.monotonic()
     with _drain_check_lock:
         if now - _last_drain_check < INLINE_DRAIN_EVERY:
             return
@@ -69,7 +72,7 @@ def _maybe_drain_in_background() -> None:
     threading.Thread(target=_drain, args=(app, spool_dir), daemon=True).start()
 
 
-def _drain(app: Flask, spool_dir) -> None:  # type: ignore[no-untyped-def]
+def _drain(app: Flask, spool_dir: Path) -> None:
     with app.app_context():
         try:
             added = tracking.drain_spool(db.session, spool_dir)
@@ -118,9 +121,10 @@ def click(token: str) -> Response:
             db.session,
             target,
             _click_hit(target),
-            _spool_dir(),
+            _spool_dir,
             current_app.config["BASE_URL"],
             current_app.config["SECRET_KEY"],
+            db.engine,
         )
     except tracking.LinkUnavailable:
         # Never guess a destination (no open redirect); the click is spooled: ask for a retry.
