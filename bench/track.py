@@ -1,6 +1,6 @@
 """Benchmark open-pixel and click tracking under wrk, against gunicorn and PostgreSQL.
 
-    .venv/bin/python bench/track.py --duration 10 --connections 32
+    .venv/bin/python bench/track.py --duration 10 --connections 32 [--rounds 3] [--workers 2]
 
 Seeds one sent mailing with N deliveries (default 10,000) and three links (one an
 action page on BASE_URL, so clicks on it take the signed-token redirect), writes every
@@ -16,6 +16,9 @@ responses that were not 2xx/3xx, and the events stored against the requests wrk
 completed. Targets (issue 4): at least 0.7 of the bare rate, p99 under 50 ms, every
 event recorded. A request wrk had written when its clock stopped may still be answered
 and stored by the server, so "every event recorded" means: completed <= stored <= sent.
+
+--rounds N repeats bare, open and click N times, interleaved, and reports the totals
+(median p50, worst p99): steadier when other work shares the machine.
 
 The database named by --database-url is the benchmark's own: its schema is dropped
 and rebuilt by the migrations on every run. wrk comes from Debian: apt-get install -y wrk.

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import inspect, select
+from sqlalchemy import inspect, select, text
 from sqlalchemy.exc import OperationalError
 
 from app.extensions import db
@@ -38,6 +39,7 @@ def _fresh_tracking_state(app, monkeypatch):  # type: ignore[no-untyped-def]
     _empty_spool(app)
     yield
     tracking.clear_link_cache()
+    tracking.dispose_quick_engines()
     _empty_spool(app)
 
 
@@ -289,6 +291,33 @@ def test_click_redirects_from_the_cache_while_the_database_is_down(
     assert sorted(e.link_position for e in events()) == [0, 0, 1]
 
 
+def test_no_connection_at_all_spools_opens_and_clicks(app, client, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The database refuses connections: the reader sees nothing wrong, nothing is lost."""
+    delivery = make_delivery()
+    assert client.get(click_path(app, delivery, 0)).status_code == 302  # caches the link
+
+    @contextlib.contextmanager
+    def refused(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise OperationalError("connect", {}, Exception("connection refused"))
+        yield
+
+    with monkeypatch.context() as patch:
+        patch.setattr(tracking, "quick_db", refused)
+        assert_pixel(client.get(open_url(app, delivery.id), headers={"User-Agent": BROWSER}))
+        response = client.get(click_path(app, delivery, 0))
+        assert response.status_code == 302 and response.headers["Location"] == LINKS[0]
+        assert client.get(click_path(app, delivery, 1)).status_code == 503
+    spool_dir = tracking.spool_dir_for(app.instance_path)
+    assert tracking.pending_spooled(spool_dir) == 3
+    assert tracking.drain_spool(db.session, spool_dir) == 3
+    assert sorted((e.kind, e.link_position) for e in events()) == [
+        ("click", 0),
+        ("click", 0),
+        ("click", 1),
+        ("open", None),
+    ]
+
+
 def test_an_unexpected_error_still_answers_with_the_pixel(app, client, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     delivery = make_delivery()
 
@@ -333,3 +362,16 @@ def test_a_web_process_drains_its_own_spool_once_the_database_answers(
 class _NoThread:
     def start(self) -> None:
         pass
+
+
+def test_on_postgresql_a_hit_is_one_autocommit_statement_with_a_timeout(app) -> None:  # type: ignore[no-untyped-def]
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("the quick connection is PostgreSQL's")
+    delivery = make_delivery()
+    with tracking.quick_db(db.session) as conn:
+        assert isinstance(conn, tracking.QuickConnection)
+        assert conn.raw.autocommit
+        timeout = conn.execute(text("SHOW statement_timeout"), {}).fetchone()[0]
+        assert timeout == f"{tracking.QUICK_INSERT_TIMEOUT_MS}ms"
+        assert tracking.insert_hits(conn, [tracking.Hit("open", delivery.id, utcnow())], False) == 1
+    assert len(events()) == 1  # already committed: another connection sees it
