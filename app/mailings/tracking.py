@@ -359,11 +359,10 @@ def quick_db(session: Session, bind: Engine | None = None) -> Iterator[Executor]
     pooled = engine.raw_connection()
     try:
         yield QuickConnection(pooled.driver_connection, engine.dialect)
-    except Exception:
-        if getattr(pooled.driver_connection, "broken", True):
-            pooled.invalidate()  # a new connection next time, not this dead one
-        raise
     finally:
+        raw = pooled.driver_connection
+        if raw is None or raw.broken or raw.closed:  # without pre-ping, never pool a dead one
+            pooled.invalidate()
         pooled.close()  # back to the pool
 
 

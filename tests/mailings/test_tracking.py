@@ -375,3 +375,24 @@ def test_on_postgresql_a_hit_is_one_autocommit_statement_with_a_timeout(app) -> 
         assert timeout == f"{tracking.QUICK_INSERT_TIMEOUT_MS}ms"
         assert tracking.insert_hits(conn, [tracking.Hit("open", delivery.id, utcnow())], False) == 1
     assert len(events()) == 1  # already committed: another connection sees it
+
+
+def test_on_postgresql_a_dropped_connection_spools_once_then_reconnects(app) -> None:  # type: ignore[no-untyped-def]
+    """No pre-ping on the quick pool: a dead connection costs one spooled hit, no more."""
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("the quick connection is PostgreSQL's")
+    delivery = make_delivery()
+    spool_dir = tracking.spool_dir_for(app.instance_path)
+    with tracking.quick_db(db.session) as conn:
+        pid = conn.execute(text("SELECT pg_backend_pid()"), {}).fetchone()[0]
+    db.session.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    db.session.commit()
+    assert not tracking.record_quickly(
+        db.session, tracking.Hit("open", delivery.id, utcnow()), spool_dir
+    )
+    assert tracking.record_quickly(
+        db.session, tracking.Hit("open", delivery.id, utcnow()), spool_dir
+    )
+    assert tracking.pending_spooled(spool_dir) == 1
+    assert tracking.drain_spool(db.session, spool_dir) == 1
+    assert len(events()) == 2
