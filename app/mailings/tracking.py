@@ -16,12 +16,16 @@ microsecond) is not stored again.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import functools
+import hashlib
+import hmac
 import json
 import logging
 import os
+import struct
 import threading
 import time
 import uuid
@@ -32,7 +36,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy import (
     URL,
     Boolean,
@@ -96,38 +99,63 @@ SPOOL_FILENAME = "events.jsonl"
 # --- tokens -----------------------------------------------------------------------------
 
 
-def _serializer(secret_key: str, salt: str) -> URLSafeSerializer:
-    return URLSafeSerializer(secret_key, salt=salt)
+# Compact tokens: the ids packed in binary and an HMAC-SHA256 tag cut to 128 bits, both
+# base64url. A send signs one per recipient and one per link (a million recipients with
+# five links is six million tokens), so they must be cheap: about 2 µs here, against
+# about 40 µs for an itsdangerous serializer (JSON, a zlib attempt, key derivation).
+_OPEN_FORMAT = struct.Struct(">Q")  # delivery id
+_CLICK_FORMAT = struct.Struct(">QQH")  # delivery id, mailing id, link position
+_TAG_BYTES = 16
+
+
+@functools.lru_cache(maxsize=16)
+def _key(secret_key: str, salt: str) -> bytes:
+    """A key of its own per token kind, so one kind's token is never valid as another's."""
+    return hmac.new(secret_key.encode(), salt.encode(), hashlib.sha256).digest()
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _sign(secret_key: str, salt: str, payload: bytes) -> str:
+    tag = hmac.new(_key(secret_key, salt), payload, hashlib.sha256).digest()[:_TAG_BYTES]
+    return f"{_b64(payload)}.{_b64(tag)}"
+
+
+def _verified(secret_key: str, salt: str, token: str, size: int) -> bytes | None:
+    if not token or len(token) > MAX_TOKEN_LENGTH or token.count(".") != 1:
+        return None
+    body, tag = token.split(".")
+    try:
+        payload, given = _unb64(body), _unb64(tag)
+    except (ValueError, UnicodeError):
+        return None
+    if len(payload) != size or _b64(payload) != body:  # one spelling per token
+        return None
+    expected = hmac.new(_key(secret_key, salt), payload, hashlib.sha256).digest()[:_TAG_BYTES]
+    return payload if hmac.compare_digest(expected, given) else None
 
 
 def make_open_token(secret_key: str, delivery_id: int) -> str:
     """The token in one delivery's open pixel, /o/<token>.gif."""
-    return str(_serializer(secret_key, _OPEN_SALT).dumps(int(delivery_id)))
+    return _sign(secret_key, _OPEN_SALT, _OPEN_FORMAT.pack(int(delivery_id)))
 
 
 def make_click_token(secret_key: str, delivery_id: int, mailing_id: int, position: int) -> str:
     """The token for link `position` of a mailing in one delivery, /c/<token>."""
-    payload = [int(delivery_id), int(mailing_id), int(position)]
-    return str(_serializer(secret_key, _CLICK_SALT).dumps(payload))
-
-
-def _loads(secret_key: str, salt: str, token: str) -> object:
-    if not token or len(token) > MAX_TOKEN_LENGTH:
-        return None
-    try:
-        return _serializer(secret_key, salt).loads(token)
-    except (BadSignature, ValueError, UnicodeError):
-        return None
-
-
-def _is_id(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    payload = _CLICK_FORMAT.pack(int(delivery_id), int(mailing_id), int(position))
+    return _sign(secret_key, _CLICK_SALT, payload)
 
 
 def read_open_token(secret_key: str, token: str) -> int | None:
     """The delivery id an open token was made for, or None if it is not one of ours."""
-    value = _loads(secret_key, _OPEN_SALT, token)
-    return value if _is_id(value) else None  # type: ignore[return-value]
+    payload = _verified(secret_key, _OPEN_SALT, token, _OPEN_FORMAT.size)
+    return None if payload is None else int(_OPEN_FORMAT.unpack(payload)[0])
 
 
 @dataclass(frozen=True)
@@ -138,10 +166,8 @@ class ClickTarget:
 
 
 def read_click_token(secret_key: str, token: str) -> ClickTarget | None:
-    value = _loads(secret_key, _CLICK_SALT, token)
-    if not (isinstance(value, list) and len(value) == 3 and all(_is_id(v) for v in value)):
-        return None
-    return ClickTarget(*value)
+    payload = _verified(secret_key, _CLICK_SALT, token, _CLICK_FORMAT.size)
+    return None if payload is None else ClickTarget(*_CLICK_FORMAT.unpack(payload))
 
 
 def open_pixel_url(base_url: str, token: str) -> str:

@@ -218,7 +218,7 @@ def test_preview_shows_the_supporter_by_email_and_serves_html_under_a_strict_csp
     )
 
 
-class app_client_as:  # noqa: N801 (used as a context manager)
+class app_client_as:
     """Sign in as another staff member for a block, then back as the first."""
 
     def __init__(self, client: FlaskClient, user) -> None:  # type: ignore[no-untyped-def]
