@@ -10,6 +10,7 @@ not be mailed, and adds the RFC 8058 headers. Email providers accept only a
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import html
 import re
@@ -279,7 +280,7 @@ UNSUBSCRIBE_PLACEHOLDER = "-unsubscribe_url-"
 _PLACEHOLDER = re.compile(r"-[a-z][a-z0-9_]*-")
 _PLACEHOLDER_EXACT = re.compile(r"-[a-z][a-z0-9_]*-\Z")
 # Substituted values land in the HTML part verbatim: markup could hide the rest of the body.
-_FORBIDDEN_IN_VALUES = ("<", ">", "\r", "\n", "\x00")
+_FORBIDDEN_IN_VALUE = re.compile(r"[<>\r\n\x00]")
 
 
 @dataclass(frozen=True)
@@ -408,17 +409,26 @@ def _require_bulk(bulk: object) -> SealedBulk:
     return sealed_bulk
 
 
+@functools.lru_cache(maxsize=256)
+def _placeholder_keys(keys: tuple[object, ...]) -> re.Pattern[str]:
+    """Check the placeholder names once per set of names (every recipient of a chunk has
+    the same), and return a pattern that finds any of them inside a value."""
+    for key in keys:
+        if not isinstance(key, str) or not _PLACEHOLDER_EXACT.match(key):
+            raise SealError(f"{key!r} is not a placeholder such as -first_name-")
+    return re.compile("|".join(re.escape(str(k)) for k in sorted(keys, key=str)))
+
+
 def _check_substitutions(substitutions: dict[str, str], links: UnsubscribeLinks) -> None:
     if not links.page_url:
         raise SealError("the recipient has no unsubscribe page")
     if substitutions.get(UNSUBSCRIBE_PLACEHOLDER) != links.page_url:
         raise SealError("the unsubscribe placeholder must map to the recipient's own page")
+    placeholders = _placeholder_keys(tuple(substitutions))
     for key, value in substitutions.items():
-        if not isinstance(key, str) or not _PLACEHOLDER_EXACT.match(key):
-            raise SealError(f"{key!r} is not a placeholder such as -first_name-")
-        if not isinstance(value, str) or any(c in value for c in _FORBIDDEN_IN_VALUES):
+        if not isinstance(value, str) or _FORBIDDEN_IN_VALUE.search(value):
             raise SealError(f"the value for {key} must be plain text on one line")
-        if any(other in value for other in substitutions):
+        if placeholders.search(value):
             raise SealError(f"the value for {key} contains a placeholder")
 
 
