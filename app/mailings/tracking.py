@@ -16,6 +16,7 @@ microsecond) is not stored again.
 
 from __future__ import annotations
 
+import atexit
 import base64
 import contextlib
 import fcntl
@@ -25,6 +26,8 @@ import hmac
 import json
 import logging
 import os
+import re
+import socket
 import struct
 import threading
 import time
@@ -36,6 +39,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from flask import Flask
 from sqlalchemy import (
     URL,
     Boolean,
@@ -55,6 +59,7 @@ from sqlalchemy import (
     insert,
     null,
     select,
+    text,
     true,
 )
 from sqlalchemy.engine import Dialect
@@ -480,21 +485,26 @@ def _read_batch(path: Path) -> tuple[list[Hit], int]:
 
 
 def drain_spool(session: Session, spool_dir: Path) -> int:
-    """Insert every spooled event (idempotently) and remove the batches that went in.
+    """Insert every spooled event (idempotently) and remove the batches that went in: the
+    spool of direct mode, this process's batched hits, and the files of batched-mode
+    processes that are gone (or whose file has not grown for ORPHAN_AFTER).
 
     Commits per batch file. A file that grew while it was read (an append that opened it
     just before the rename) is kept and read again next time: repeats are not stored twice.
     """
     if not spool_dir.is_dir():
         return 0
-    added = 0
+    added = flush_writers(spool_dir)
     with _drain_lock:
         for path in _claim_spool(spool_dir):
             hits, size = _read_batch(path)
-            added += insert_hits(session, hits)
+            added += insert_hit_batch(session, hits)
             session.commit()
             if path.stat().st_size == size:
                 path.unlink()
+        for path in sorted(spool_dir.glob("events-*.jsonl")):
+            if match := _PROCESS_FILE.match(path.name):
+                added += _drain_process_file(session, path, match)
     return added
 
 
@@ -507,6 +517,306 @@ def pending_spooled(spool_dir: Path) -> int:
         with path.open("rb") as fh:
             count += sum(1 for line in fh if line.strip())
     return count
+
+
+# --- batched writes ---------------------------------------------------------------------------
+#
+# TRACKING_WRITE_MODE "batched" (the default): a request stores nothing in the database.
+# It appends the hit as one line to its own process's spool file (one os.write of a whole
+# line under O_APPEND: no lock, no fsync). Two threads per process, started with the
+# first hit (after any fork): one fsyncs the file every FSYNC_EVERY seconds when something
+# was written, so a killed process loses nothing (the page cache keeps it) and a machine
+# crash at most that much; one inserts the new lines into the database every DRAIN_EVERY
+# seconds in one set-based statement per batch, and truncates the file once it is fully
+# drained. Only the owner truncates its file; the beat task drains the files of processes
+# that are gone. Draining a file is serialised by flock and idempotent (dedupe), so a line
+# inserted twice is stored once.
+
+WRITE_MODES = ("batched", "direct")
+FSYNC_EVERY = 0.2
+DRAIN_EVERY = 1.0
+ORPHAN_AFTER = 60.0  # a file that has not grown for this long is drained by the beat task
+_READ_LIMIT = 8 * 1024 * 1024  # bytes read per drain step: bounded memory
+_BATCH_ROWS = 5000
+_PROCESS_FILE = re.compile(r"^events-(?P<host>.+)-(?P<pid>\d+)-(?P<start>\d+)\.jsonl$")
+
+# One statement for a whole batch on PostgreSQL: the hits arrive as five arrays (five
+# parameters, whatever the batch size), repeats within the batch are dropped by DISTINCT
+# ON, events already stored by NOT EXISTS, and the machine flag is worked out against the
+# delivery exactly as _insert_statement does for one hit.
+_PG_BATCH_INSERT = text(
+    """
+    INSERT INTO tracking_events (delivery_id, kind, link_position, machine, created_at)
+    SELECT d.id, h.kind, h.position,
+           CASE WHEN h.kind <> 'open' THEN h.proxy
+                WHEN h.proxy THEN true
+                WHEN d.sent_at IS NOT NULL AND d.sent_at > h.at - CAST(:window AS interval)
+                    THEN true
+                WHEN d.sent_at IS NULL AND d.claimed_at > h.at - CAST(:window AS interval)
+                    THEN true
+                ELSE false END,
+           h.at
+    FROM (
+        SELECT DISTINCT ON (delivery_id, kind, position, at) *
+        FROM unnest(CAST(:ids AS bigint[]), CAST(:kinds AS text[]), CAST(:positions AS int[]),
+                    CAST(:proxies AS boolean[]), CAST(:ats AS timestamp[]))
+             AS u(delivery_id, kind, position, proxy, at)
+        WHERE kind IN ('open', 'click')
+    ) AS h
+    JOIN deliveries AS d ON d.id = h.delivery_id
+    WHERE (h.kind = 'open' OR (h.position IS NOT NULL AND EXISTS (
+              SELECT 1 FROM mailing_links AS l
+              WHERE l.mailing_id = d.mailing_id AND l.position = h.position)))
+      AND NOT EXISTS (
+              SELECT 1 FROM tracking_events AS e
+              WHERE e.delivery_id = d.id AND e.kind = h.kind
+                AND e.link_position IS NOT DISTINCT FROM h.position
+                AND e.created_at = h.at)
+    """
+)
+
+
+def _dialect_name(conn: Session | Connection) -> str:
+    bind = conn if isinstance(conn, Connection) else conn.get_bind()  # a (scoped) Session
+    return str(bind.dialect.name)
+
+
+def insert_hit_batch(conn: Session | Connection, hits: list[Hit]) -> int:
+    """Store a batch of hits idempotently (each at most once); rows added. Never commits.
+
+    On PostgreSQL one statement per _BATCH_ROWS hits; elsewhere (SQLite in development and
+    tests) hit by hit through insert_hits."""
+    if _dialect_name(conn) != "postgresql":
+        return insert_hits(conn, hits, dedupe=True)
+    window = f"{MACHINE_OPEN_WINDOW.total_seconds()} seconds"
+    added = 0
+    for start in range(0, len(hits), _BATCH_ROWS):
+        chunk = hits[start : start + _BATCH_ROWS]
+        params = {
+            "window": window,
+            "ids": [h.delivery_id for h in chunk],
+            "kinds": [h.kind for h in chunk],
+            "positions": [h.position for h in chunk],
+            "proxies": [h.proxy for h in chunk],
+            "ats": [h.at for h in chunk],
+        }
+        result = conn.execute(_PG_BATCH_INSERT, params)
+        added += max(result.rowcount or 0, 0)  # type: ignore[attr-defined]
+    return added
+
+
+def _parse_lines(data: bytes) -> list[Hit]:
+    hits = []
+    for raw in data.decode(errors="replace").splitlines():
+        if raw.strip() and (hit := Hit.from_json(raw)) is not None:
+            hits.append(hit)
+    return hits
+
+
+def _complete(data: bytes) -> bytes:
+    """Whole lines only: a line being written (or torn by a crash) waits or is dropped."""
+    end = data.rfind(b"\n")
+    return data[: end + 1] if end >= 0 else b""
+
+
+def _process_file_name(start_ns: int) -> str:
+    host = socket.gethostname().replace("/", "_") or "host"
+    return f"events-{host}-{os.getpid()}-{start_ns}.jsonl"
+
+
+class SpoolWriter:
+    """This process's spool file: appends from requests, fsync and drain threads."""
+
+    def __init__(self, spool_dir: Path, engine: Engine, threads: bool) -> None:
+        spool_dir.mkdir(parents=True, exist_ok=True)
+        self.pid = os.getpid()
+        self.path = spool_dir / _process_file_name(time.time_ns())
+        self.engine = engine
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._read_fd = os.open(self.path, os.O_RDONLY)
+        self._write_lock = threading.Lock()  # appends against the owner's truncate
+        self._drain_lock = threading.Lock()
+        self._offset = 0  # bytes of the file already stored in the database
+        self._dirty = False
+        self._stop = threading.Event()
+        self.closed = False
+        self._threads: list[threading.Thread] = []
+        if threads:
+            self.start()
+
+    def append(self, hit: Hit) -> None:
+        line = (hit.to_json() + "\n").encode()
+        with self._write_lock:
+            os.write(self._fd, line)
+            self._dirty = True
+
+    def sync(self) -> None:
+        if self._dirty:
+            self._dirty = False
+            os.fsync(self._fd)
+
+    def pending_bytes(self) -> int:
+        return os.fstat(self._fd).st_size - self._offset
+
+    def drain(self) -> int:
+        """Insert the lines not stored yet; rows added. Raises if the database fails (the
+        lines stay and are tried again)."""
+        added = 0
+        with self._drain_lock:
+            fcntl.flock(self._read_fd, fcntl.LOCK_EX)  # the beat task may be reading it
+            try:
+                while True:
+                    size = os.fstat(self._read_fd).st_size
+                    if size <= self._offset:
+                        break
+                    data = _complete(os.pread(self._read_fd, _READ_LIMIT, self._offset))
+                    if not data:
+                        break
+                    with self.engine.begin() as conn:
+                        added += insert_hit_batch(conn, _parse_lines(data))
+                    self._offset += len(data)
+                self._truncate_if_drained()
+            finally:
+                fcntl.flock(self._read_fd, fcntl.LOCK_UN)
+        return added
+
+    def _truncate_if_drained(self) -> None:
+        with self._write_lock:
+            if self._offset and os.fstat(self._fd).st_size == self._offset:
+                os.ftruncate(self._fd, 0)  # O_APPEND: the next line goes at 0
+                self._offset = 0
+
+    def start(self) -> None:
+        for name, every, step in (
+            ("fsync", FSYNC_EVERY, self.sync),
+            ("drain", DRAIN_EVERY, self.drain),
+        ):
+            thread = threading.Thread(
+                target=self._loop, args=(every, step), name=f"tracking-{name}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    def _loop(self, every: float, step: Callable[[], object]) -> None:
+        while not self._stop.wait(every):
+            try:
+                step()
+            except Exception:  # the database is down: the lines wait in the file
+                log.warning("tracking: %s failed, will retry", step.__name__, exc_info=True)
+
+    def close(self, drain: bool = True) -> None:
+        """Stop the threads, make the file durable and (if it can) store what is left."""
+        self._stop.set()
+        self.closed = True
+        for thread in self._threads:
+            thread.join(timeout=DRAIN_EVERY + 1)
+        with contextlib.suppress(OSError):
+            os.fsync(self._fd)
+        if drain:
+            try:
+                self.drain()
+            except Exception:
+                log.warning("tracking: final drain failed; the beat task will", exc_info=True)
+        empty = os.fstat(self._fd).st_size == 0
+        os.close(self._fd)
+        os.close(self._read_fd)
+        if empty:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+
+
+_writers: dict[tuple[int, str, str], SpoolWriter] = {}
+_writers_lock = threading.Lock()
+
+
+def spool_writer(spool_dir: Path, engine: Engine, threads: bool = True) -> SpoolWriter:
+    """This process's writer for `spool_dir`, made (and its threads started) on first use:
+    a forked child gets its own, never its parent's."""
+    key = (os.getpid(), str(spool_dir), engine.url.render_as_string(hide_password=False))
+    writer = _writers.get(key)
+    if writer is None:
+        with _writers_lock:
+            writer = _writers.get(key)
+            if writer is None:
+                if not _writers or all(k[0] != os.getpid() for k in _writers):
+                    atexit.register(close_writers)
+                writer = _writers[key] = SpoolWriter(spool_dir, engine, threads)
+    return writer
+
+
+def close_writers(drain: bool = True) -> None:
+    """Close this process's writers (at exit; tests). Their files stay if not drained."""
+    with _writers_lock:
+        mine = [k for k in _writers if k[0] == os.getpid()]
+        for key in mine:
+            _writers.pop(key).close(drain)
+
+
+def buffer_hit(spool_dir: Path, engine: Engine, hit: Hit, threads: bool = True) -> None:
+    spool_writer(spool_dir, engine, threads).append(hit)
+
+
+def flush_writers(spool_dir: Path | None = None) -> int:
+    """Make this process's buffered hits durable and store them now; rows added."""
+    added = 0
+    for key, writer in list(_writers.items()):
+        if key[0] == os.getpid() and (spool_dir is None or key[1] == str(spool_dir)):
+            writer.sync()
+            added += writer.drain()
+    return added
+
+
+def flush_now(app: Flask) -> int:
+    """Store every hit waiting in `app`'s spool now (this process's buffered hits, direct
+    mode's spool, files of processes that are gone); rows added. For tests and the bench."""
+    from app.extensions import db
+
+    with app.app_context():
+        return drain_spool(db.session, spool_dir_for(app.instance_path))
+
+
+def _owner_gone(match: re.Match[str]) -> bool:
+    if match["host"] != socket.gethostname().replace("/", "_"):
+        return False  # another host's process: only its age says it is gone
+    try:
+        os.kill(int(match["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _drain_process_file(session: Session, path: Path, match: re.Match[str]) -> int:
+    """A file another process (or a dead one) owns: drain it if that process is gone or
+    the file has not grown for ORPHAN_AFTER; unlink it only if the owner is gone."""
+    mine = {str(w.path) for k, w in _writers.items() if k[0] == os.getpid()}
+    if str(path) in mine:
+        return 0  # our own writer drains it
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return 0
+    gone = _owner_gone(match)
+    if not gone and time.time() - stat.st_mtime < ORPHAN_AFTER:
+        return 0
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return 0
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return 0  # its owner is draining it right now
+        data = _complete(os.pread(fd, os.fstat(fd).st_size, 0))
+        added = insert_hit_batch(session, _parse_lines(data))
+        session.commit()
+        if gone and os.fstat(fd).st_size == len(data):
+            path.unlink()
+        return added
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 # --- links ---------------------------------------------------------------------------------
@@ -617,35 +927,57 @@ def follow_click(
     base_url: str,
     secret_key: str,
     bind: Engine | None = None,
+    buffer: Callable[[Hit], None] | None = None,
 ) -> ClickAnswer:
     """Record a click and say where the reader goes: the link the mailing holds at that
     position, or no URL when it holds none (nothing is recorded then). A link to one of our
     action pages carries the reader's token and the mailing id, so the page recognises
     them and credits the mailing; if that lookup fails they get the plain link.
 
-    The click is stored, or spooled when the database fails. Raises LinkUnavailable when
-    the database cannot be reached and the link is not cached (the click is spooled).
+    The click is stored, or spooled when the database fails; with `buffer` (batched
+    mode) it is handed to that instead, and the database is asked only for a link not
+    cached yet and an action page's reader. Raises LinkUnavailable when the database
+    cannot be reached and the link is not cached (the click is kept all the same).
     """
     url = cached_link_url(target.mailing_id, target.position)
-    stored = False
+    stored = buffered = False
     token = None
     try:
+        if buffer is not None and url is not None and not is_action_page(url, base_url):
+            buffer(hit)  # batched mode, link cached, no reader to look up: no database at all
+            return ClickAnswer(url, stored=False)
         with quick_db(session, bind) as conn:
             if url is None:
                 url = link_url(conn, target.mailing_id, target.position)
                 if url is None:
                     return ClickAnswer(None, stored=False)
-            stored = _store_now(conn, hit)
+            if buffer is not None:
+                buffer(hit)
+                buffered = True
+            else:
+                stored = _store_now(conn, hit)
             if is_action_page(url, base_url):
                 token = _reader_token_or_none(conn, secret_key, target)
     except Exception:
         log.warning("tracking: database unavailable for a click", exc_info=True)
         _rollback(session)
-    if not stored:
-        _spool_or_log(spool_dir if isinstance(spool_dir, Path) else spool_dir(), hit)
+    if not (stored or buffered):
+        _buffer_or_spool(hit, buffer, spool_dir)
     if url is None:
         raise LinkUnavailable
     return ClickAnswer(with_reader(url, token, target.mailing_id) if token else url, stored)
+
+
+def _buffer_or_spool(
+    hit: Hit, buffer: Callable[[Hit], None] | None, spool_dir: Path | Callable[[], Path]
+) -> None:
+    if buffer is not None:
+        try:
+            buffer(hit)
+            return
+        except Exception:
+            log.warning("tracking: %s event not buffered, spooling it", hit.kind, exc_info=True)
+    _spool_or_log(spool_dir if isinstance(spool_dir, Path) else spool_dir(), hit)
 
 
 def _spool_or_log(spool_dir: Path, hit: Hit) -> None:

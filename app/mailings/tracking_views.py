@@ -7,6 +7,7 @@ Only the delivery, the kind, the link position, the time and a machine flag are 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -42,7 +43,44 @@ def _spool_dir() -> Path:
     return tracking.spool_dir_for(current_app.instance_path)
 
 
+def _batched() -> bool:
+    """TRACKING_WRITE_MODE: "batched" (the default) buffers hits in this process's spool
+    file and stores them in batches; "direct" stores each before answering."""
+    return current_app.config.get("TRACKING_WRITE_MODE", "batched") != "direct"
+
+
+def _writer() -> tracking.SpoolWriter:
+    """This process's spool writer, made on the first hit: after gunicorn forks, never before
+    (its threads would not survive the fork)."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    writer: tracking.SpoolWriter | None = app.extensions.get("tracking.writer")
+    if writer is None or writer.closed or writer.pid != os.getpid():
+        threads = app.config.get("TRACKING_BACKGROUND_THREADS", not app.testing)
+        writer = tracking.spool_writer(_spool_dir(), db.engine, threads=threads)
+        app.extensions["tracking.writer"] = writer
+    return writer
+
+
+def _buffer(hit: tracking.Hit) -> None:
+    writer = _writer()
+    writer.append(hit)
+    # Tests (and only they, by default) store each hit before the response, so a test can
+    # look for it at once; they have no background threads.
+    if current_app.config.get("TRACKING_FLUSH_EACH_REQUEST", current_app.testing):
+        try:
+            writer.sync()
+            writer.drain()
+        except Exception:  # the hit is in the file: stored by a later drain
+            log.warning("tracking: buffered hits not stored yet", exc_info=True)
+
+
 def _record(hit: tracking.Hit) -> None:
+    if _batched():
+        try:
+            _buffer(hit)
+            return
+        except Exception:  # the spool file cannot be written: store it directly
+            log.warning("tracking: %s event not buffered", hit.kind, exc_info=True)
     if tracking.record_quickly(db.session, hit, _spool_dir, db.engine):
         _maybe_drain_in_background()
 
@@ -125,6 +163,7 @@ def click(token: str) -> Response:
             current_app.config["BASE_URL"],
             current_app.config["SECRET_KEY"],
             db.engine,
+            buffer=_buffer if _batched() else None,
         )
     except tracking.LinkUnavailable:
         # Never guess a destination (no open redirect); the click is spooled: ask for a retry.

@@ -33,15 +33,28 @@ def _empty_spool(app) -> None:  # type: ignore[no-untyped-def]
         path.unlink()
 
 
-@pytest.fixture(autouse=True)
-def _fresh_tracking_state(app, monkeypatch):  # type: ignore[no-untyped-def]
+@pytest.fixture(autouse=True, params=["direct", "batched"])
+def write_mode(request, app, monkeypatch):  # type: ignore[no-untyped-def]
+    """Every test here runs in both write modes (batched: each hit stored right after its
+    request, as TRACKING_FLUSH_EACH_REQUEST does under TESTING; test_tracking_batched.py
+    tests the buffering itself)."""
+    monkeypatch.setitem(app.config, "TRACKING_WRITE_MODE", request.param)
     monkeypatch.setitem(app.config, "TRACKING_SPOOL_INLINE_DRAIN", False)
+    tracking.close_writers(drain=False)
     tracking.clear_link_cache()
     _empty_spool(app)
-    yield
+    yield request.param
+    tracking.close_writers(drain=False)
     tracking.clear_link_cache()
     tracking.dispose_quick_engines()
     _empty_spool(app)
+
+
+@pytest.fixture
+def direct_only(write_mode: str) -> None:
+    """For what only direct mode does (store before answering, spool on failure)."""
+    if write_mode != "direct":
+        pytest.skip("direct mode's own behaviour")
 
 
 def make_delivery(sent_ago: timedelta | None = timedelta(hours=1), links=LINKS) -> Delivery:  # type: ignore[no-untyped-def]
@@ -230,6 +243,7 @@ def _fail_writes(monkeypatch) -> None:  # type: ignore[no-untyped-def]
         raise OperationalError("INSERT INTO tracking_events", {}, Exception("database is down"))
 
     monkeypatch.setattr(tracking, "insert_hits", broken)
+    monkeypatch.setattr(tracking, "insert_hit_batch", broken)
 
 
 def test_open_and_click_are_spooled_when_the_database_fails_then_drained(
@@ -295,7 +309,9 @@ def test_click_redirects_from_the_cache_while_the_database_is_down(
     assert sorted(e.link_position for e in events()) == [0, 0, 1]
 
 
-def test_no_connection_at_all_spools_opens_and_clicks(app, client, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_no_connection_at_all_spools_opens_and_clicks(
+    app, direct_only, client, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
     """The database refuses connections: the reader sees nothing wrong, nothing is lost."""
     delivery = make_delivery()
     assert client.get(click_path(app, delivery, 0)).status_code == 302  # caches the link
@@ -329,11 +345,12 @@ def test_an_unexpected_error_still_answers_with_the_pixel(app, client, monkeypat
         raise RuntimeError("bug")
 
     monkeypatch.setattr(tracking, "record_quickly", boom)
+    monkeypatch.setattr(tracking.SpoolWriter, "append", boom)
     assert_pixel(client.get(open_url(app, delivery.id)))
 
 
 def test_a_web_process_drains_its_own_spool_once_the_database_answers(
-    app, client, monkeypatch
+    direct_only, app, client, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]
     from app.mailings import tracking_views
 
@@ -368,7 +385,7 @@ class _NoThread:
         pass
 
 
-def test_on_postgresql_a_hit_is_one_autocommit_statement_with_a_timeout(app) -> None:  # type: ignore[no-untyped-def]
+def test_on_postgresql_a_hit_is_one_autocommit_statement_with_a_timeout(app, direct_only) -> None:  # type: ignore[no-untyped-def]
     if db.engine.dialect.name != "postgresql":
         pytest.skip("the quick connection is PostgreSQL's")
     delivery = make_delivery()
@@ -381,7 +398,7 @@ def test_on_postgresql_a_hit_is_one_autocommit_statement_with_a_timeout(app) -> 
     assert len(events()) == 1  # already committed: another connection sees it
 
 
-def test_on_postgresql_a_dropped_connection_spools_once_then_reconnects(app) -> None:  # type: ignore[no-untyped-def]
+def test_on_postgresql_a_dropped_connection_spools_once_then_reconnects(app, direct_only) -> None:  # type: ignore[no-untyped-def]
     """No pre-ping on the quick pool: a dead connection costs one spooled hit, no more."""
     if db.engine.dialect.name != "postgresql":
         pytest.skip("the quick connection is PostgreSQL's")
