@@ -809,10 +809,13 @@ def _drain_process_file(session: Session, path: Path, match: re.Match[str]) -> i
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return 0  # its owner is draining it right now
-        data = _complete(os.pread(fd, os.fstat(fd).st_size, 0))
+        raw = os.pread(fd, os.fstat(fd).st_size, 0)
+        data = _complete(raw)
         added = insert_hit_batch(session, _parse_lines(data))
         session.commit()
-        if gone and os.fstat(fd).st_size == len(data):
+        if gone:  # nobody appends to it any more (a new process never reuses its name)
+            if len(raw) != len(data):
+                log.warning("tracking: dropped a line torn by a crash in %s", path.name)
             path.unlink()
         return added
     finally:
