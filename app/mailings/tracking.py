@@ -772,7 +772,7 @@ def flush_now(app: Flask) -> int:
     from app.extensions import db
 
     with app.app_context():
-        return drain_spool(db.session, spool_dir_for(app.instance_path))
+        return drain_spool(db.session(), spool_dir_for(app.instance_path))
 
 
 def _owner_gone(match: re.Match[str]) -> bool:
