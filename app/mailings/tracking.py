@@ -5,8 +5,10 @@ flag and a time, and nothing else. The reader's IP address and user agent are lo
 at (to set the flag) and never stored. Tokens carry only row ids and a link position,
 signed with SECRET_KEY under their own salt: they name no person and cannot be forged.
 
-Recording must never cost the reader an error or lose an event. The request tries one
-quick insert (on PostgreSQL through a small pool of its own: autocommit, statement_timeout
+Recording must never cost the reader an error or lose an event. By default
+(TRACKING_WRITE_MODE "batched", see "batched writes" below) the request only appends the
+hit to its process's spool file and the process stores hits in batches about every
+second. In "direct" mode the request tries one quick insert (on PostgreSQL through a small pool of its own: autocommit, statement_timeout
 set once per connection, so a hit is one round trip); when the database fails or is too
 slow the event is appended to a spool file in the instance folder (one JSON line per
 event, fsync'd) and the beat task `tracking.drain_spool` inserts it later. Inserting is
