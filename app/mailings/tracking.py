@@ -8,12 +8,12 @@ signed with SECRET_KEY under their own salt: they name no person and cannot be f
 Recording must never cost the reader an error or lose an event. By default
 (TRACKING_WRITE_MODE "batched", see "batched writes" below) the request only appends the
 hit to its process's spool file and the process stores hits in batches about every
-second. In "direct" mode the request tries one quick insert (on PostgreSQL through a small pool of its own: autocommit, statement_timeout
-set once per connection, so a hit is one round trip); when the database fails or is too
-slow the event is appended to a spool file in the instance folder (one JSON line per
-event, fsync'd) and the beat task `tracking.drain_spool` inserts it later. Inserting is
-idempotent: an event already stored (same delivery, kind, position and time to the
-microsecond) is not stored again.
+second. In "direct" mode the request tries one quick insert (on PostgreSQL through a
+small pool of its own: autocommit, statement_timeout set once per connection, so a hit
+is one round trip); when the database fails or is too slow the event is appended to a
+spool file in the instance folder (one JSON line per event, fsync'd) and the beat task
+`tracking.drain_spool` inserts it later. Inserting is idempotent: an event already
+stored (same delivery, kind, position and time to the microsecond) is not stored again.
 """
 
 from __future__ import annotations
