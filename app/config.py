@@ -114,6 +114,11 @@ def load_config(instance_path: Path) -> dict[str, Any]:
         "RATELIMIT_HEADERS_ENABLED": True,
         "SIGNUP_RATE_LIMIT": os.environ.get("SIGNUP_RATE_LIMIT", "10 per minute;60 per hour"),
         "LOGIN_RATE_LIMIT": os.environ.get("LOGIN_RATE_LIMIT", "10 per minute"),
+        # batched: opens and clicks go to a per-process spool file, stored in batches every
+        # second (fsync'd every 200 ms); direct: each is stored before the answer.
+        "TRACKING_WRITE_MODE": os.environ.get("TRACKING_WRITE_MODE", "batched"),
+        # Staff's pre-send check requests each outside link in a mailing (HEAD, 5 s).
+        "MAILING_CHECK_EXTERNAL_LINKS": _bool("MAILING_CHECK_EXTERNAL_LINKS", True),
         # No more than this many mailings per person per 24 hours (0 = no cap).
         "MAILING_DAILY_CAP": int(os.environ.get("MAILING_DAILY_CAP", "1")),
         # Deliveries claimed longer ago than this are re-queued by `mailings.reconcile`.

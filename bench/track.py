@@ -158,9 +158,9 @@ def reset_database(url: str) -> None:
     engine.dispose()
 
 
-def seed(session: Any, count: int) -> tuple[int, list[int]]:
+def seed(session: Any, count: int) -> tuple[int, list[tuple[int, str]]]:
     """One sent mailing with `count` deliveries (sent an hour ago) and LINKS; its id and
-    the delivery ids."""
+    the delivery ids with their readers' public ids."""
     import sqlalchemy as sa
 
     from app.mailings.models import Mailing, MailingLink
@@ -202,21 +202,34 @@ def seed(session: Any, count: int) -> tuple[int, list[int]]:
     for table in ("supporters", "deliveries", "mailing_links"):
         session.execute(sa.text(f"ANALYZE {table}"))
     session.commit()
-    ids = list(session.scalars(sa.text("SELECT id FROM deliveries ORDER BY id")))
-    return mailing.id, ids
+    rows = session.execute(
+        sa.text(
+            "SELECT d.id, s.public_id FROM deliveries d JOIN supporters s ON s.id = d.supporter_id"
+            " ORDER BY d.id"
+        )
+    )
+    return mailing.id, [(int(d), str(p)) for d, p in rows]
 
 
 def write_paths(
-    directory: Path, secret_key: str, mailing_id: int, ids: list[int]
+    directory: Path, secret_key: str, mailing_id: int, ids: list[tuple[int, str]]
 ) -> dict[str, Path]:
     from app.mailings import tracking
 
     files = {
         "bare": ["/bare.gif"],
-        "open": [f"/o/{tracking.make_open_token(secret_key, d)}.gif" for d in ids],
+        "open": [f"/o/{tracking.make_open_token(secret_key, d)}.gif" for d, _ in ids],
+        # As the send makes them: links to our action pages carry the reader's public id.
         "click": [
-            f"/c/{tracking.make_click_token(secret_key, d, mailing_id, d % len(LINKS))}"
-            for d in ids
+            "/c/"
+            + tracking.make_click_token(
+                secret_key,
+                d,
+                mailing_id,
+                d % len(LINKS),
+                reader if tracking.is_action_page(LINKS[d % len(LINKS)], BASE_URL) else "",
+            )
+            for d, reader in ids
         ],
     }
     paths = {}

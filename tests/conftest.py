@@ -151,12 +151,18 @@ def app(_migrated_app: Flask) -> Iterator[Flask]:
     # Re-bind Celery to this app: a test may have built another one.
     from app.extensions import celery_init_app
 
+    from app.mailings.tracking import clear_link_cache
+
     celery_init_app(_migrated_app)
+    # Ids start again after the tables are emptied: a link cached for "mailing 1" by an
+    # earlier test must not answer for this test's mailing 1.
+    clear_link_cache()
     with _migrated_app.app_context():
         _empty_tables(_migrated_app)
         _empty_outbox(_migrated_app)
         yield _migrated_app
         _empty_tables(_migrated_app)
+    clear_link_cache()
 
 
 @pytest.fixture

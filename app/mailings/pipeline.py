@@ -65,7 +65,13 @@ from app.mailings.models import (
     ProviderEvent,
 )
 from app.mailings.service import SenderIdentity
-from app.mailings.tracking import click_url, make_click_token, make_open_token, open_pixel_url
+from app.mailings.tracking import (
+    click_url,
+    is_action_page,
+    make_click_token,
+    make_open_token,
+    open_pixel_url,
+)
 from app.supporters.models import Segment, Supporter, SupporterStatus
 from app.supporters.tokens import make_token, one_click_url, preferences_url
 from privacy.seal import (
@@ -663,11 +669,13 @@ def recipient_substitutions(
     mailbox: str,
     mailing_id: int | None = None,
     link_count: int = 0,
+    reader_positions: frozenset[int] = frozenset(),
 ) -> tuple[dict[str, str], UnsubscribeLinks]:
     """The per-recipient values SendGrid fills in, and the recipient's opt-out links.
 
     With a mailing id (the tracked send path) they include the open pixel's URL and
-    one signed click URL per link of the mailing.
+    one signed click URL per link of the mailing; links at `reader_positions` (our
+    own action pages) carry the reader so the page can recognise them.
     """
     token = make_token(identity.secret_key, row.public_id)
     links = UnsubscribeLinks(
@@ -685,7 +693,8 @@ def recipient_substitutions(
             base, make_open_token(secret, row.delivery_id)
         )
         for position in range(1, link_count + 1):
-            token = make_click_token(secret, row.delivery_id, mailing_id, position)
+            reader = row.public_id if position in reader_positions else ""
+            token = make_click_token(secret, row.delivery_id, mailing_id, position, reader)
             substitutions[click_placeholder(position)] = click_url(base, token)
     return substitutions, links
 
@@ -751,6 +760,11 @@ def _send_group(
     now: datetime,
 ) -> tuple[int, int, int, str]:
     body, links = _sealed(mailing, identity, variant)
+    action_pages = frozenset(
+        position
+        for position, url in enumerate(links, start=1)
+        if is_action_page(url, identity.base_url)
+    )
     sealed: list[SealedRecipient] = []
     custom_args: list[dict[str, str]] = []
     send_ids: list[int] = []
@@ -758,7 +772,7 @@ def _send_group(
     failed: list[int] = []
     for row in rows:
         substitutions, unsubscribe = recipient_substitutions(
-            identity, row, mailbox, mailing.id, len(links)
+            identity, row, mailbox, mailing.id, len(links), action_pages
         )
         recipient = Recipient(row.email, row.status, row.snoozed_until)
         try:

@@ -134,7 +134,7 @@ def _sign(secret_key: str, salt: str, payload: bytes) -> str:
     return f"{_b64(payload)}.{_b64(tag)}"
 
 
-def _verified(secret_key: str, salt: str, token: str, size: int) -> bytes | None:
+def _verified(secret_key: str, salt: str, token: str, *sizes: int) -> bytes | None:
     if not token or len(token) > MAX_TOKEN_LENGTH or token.count(".") != 1:
         return None
     body, tag = token.split(".")
@@ -142,7 +142,7 @@ def _verified(secret_key: str, salt: str, token: str, size: int) -> bytes | None
         payload, given = _unb64(body), _unb64(tag)
     except (ValueError, UnicodeError):
         return None
-    if len(payload) != size or _b64(payload) != body:  # one spelling per token
+    if len(payload) not in sizes or _b64(payload) != body:  # one spelling per token
         return None
     expected = hmac.new(_key(secret_key, salt), payload, hashlib.sha256).digest()[:_TAG_BYTES]
     return payload if hmac.compare_digest(expected, given) else None
@@ -153,9 +153,21 @@ def make_open_token(secret_key: str, delivery_id: int) -> str:
     return _sign(secret_key, _OPEN_SALT, _OPEN_FORMAT.pack(int(delivery_id)))
 
 
-def make_click_token(secret_key: str, delivery_id: int, mailing_id: int, position: int) -> str:
-    """The token for link `position` of a mailing in one delivery, /c/<token>."""
+_READER_BYTES = 16  # a supporter's public id: 32 hex digits
+
+
+def make_click_token(
+    secret_key: str, delivery_id: int, mailing_id: int, position: int, reader: str = ""
+) -> str:
+    """The token for link `position` of a mailing in one delivery, /c/<token>.
+
+    For a link to one of our action pages the send adds the reader's public id (the
+    random id their own signed links already carry), so the redirect can add their `t=`
+    token without asking the database who they are.
+    """
     payload = _CLICK_FORMAT.pack(int(delivery_id), int(mailing_id), int(position))
+    if reader:
+        payload += bytes.fromhex(reader)
     return _sign(secret_key, _CLICK_SALT, payload)
 
 
@@ -170,11 +182,15 @@ class ClickTarget:
     delivery_id: int
     mailing_id: int
     position: int
+    reader: str = ""  # the reader's public id, in tokens for links to our action pages
 
 
 def read_click_token(secret_key: str, token: str) -> ClickTarget | None:
-    payload = _verified(secret_key, _CLICK_SALT, token, _CLICK_FORMAT.size)
-    return None if payload is None else ClickTarget(*_CLICK_FORMAT.unpack(payload))
+    size = _CLICK_FORMAT.size
+    payload = _verified(secret_key, _CLICK_SALT, token, size, size + _READER_BYTES)
+    if payload is None:
+        return None
+    return ClickTarget(*_CLICK_FORMAT.unpack(payload[:size]), reader=payload[size:].hex())
 
 
 def open_pixel_url(base_url: str, token: str) -> str:
@@ -946,10 +962,17 @@ def follow_click(
     """
     url = cached_link_url(target.mailing_id, target.position)
     stored = buffered = False
-    token = None
+    # The send put the reader into the token for action-page links: no lookup needed.
+    token = make_supporter_token(secret_key, target.reader) if target.reader else None
     try:
-        if buffer is not None and url is not None and not is_action_page(url, base_url):
-            buffer(hit)  # batched mode, link cached, no reader to look up: no database at all
+        if (
+            buffer is not None
+            and url is not None
+            and (token is not None or not is_action_page(url, base_url))
+        ):
+            buffer(hit)  # batched mode, link cached, reader known: no database at all
+            if token is not None and is_action_page(url, base_url):
+                url = with_reader(url, token, target.mailing_id)
             return ClickAnswer(url, stored=False)
         with quick_db(session, bind) as conn:
             if url is None:
@@ -961,7 +984,7 @@ def follow_click(
                 buffered = True
             else:
                 stored = _store_now(conn, hit)
-            if is_action_page(url, base_url):
+            if is_action_page(url, base_url) and token is None:
                 token = _reader_token_or_none(conn, secret_key, target)
     except Exception:
         log.warning("tracking: database unavailable for a click", exc_info=True)
@@ -970,7 +993,9 @@ def follow_click(
         _buffer_or_spool(hit, buffer, spool_dir)
     if url is None:
         raise LinkUnavailable
-    return ClickAnswer(with_reader(url, token, target.mailing_id) if token else url, stored)
+    if token and is_action_page(url, base_url):
+        url = with_reader(url, token, target.mailing_id)
+    return ClickAnswer(url, stored)
 
 
 def _buffer_or_spool(

@@ -7,7 +7,7 @@ import email
 from datetime import timedelta
 from email import policy
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 from sqlalchemy import func, select, update
@@ -451,3 +451,33 @@ def test_a_draft_whose_segment_was_deleted_is_not_sent_to_everyone(app):
     identity = SenderIdentity.from_config(app.config)
     with pytest.raises(pipeline.PipelineError, match="was deleted"):
         pipeline.request_send(db.session, mailing, identity, utcnow())
+
+
+def test_action_page_clicks_carry_the_reader_without_a_lookup(app, client, monkeypatch):
+    from app.supporters.tokens import read_token
+
+    reader = SupporterFactory()
+    base = app.config["BASE_URL"]
+    mailing = pipeline.create_mailing(
+        db.session,
+        subject="Act",
+        body_md=f"[Sign]({base}/a/stop?src=mail) or [read](https://news.example/x)",
+        now=utcnow(),
+    )
+    db.session.commit()
+    send_mailing.delay(mailing.id)
+    [message] = outbox_messages(app)
+    tokens = [part.split('"')[0] for part in html_of(message).split(f'href="{base}/c/')[1:]]
+    targets = [tracking.read_click_token(app.config["SECRET_KEY"], t) for t in tokens]
+    assert [t.reader for t in targets if t] == [reader.public_id, ""]  # only our own page
+
+    def no_lookup(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("the reader is in the token: no database lookup")
+
+    monkeypatch.setattr(tracking, "reader_token", no_lookup)
+    page, other = (client.get(f"/c/{t}").headers["Location"] for t in tokens)
+    query = dict(parse_qsl(urlsplit(page).query))
+    assert page.startswith(f"{base}/a/stop?") and query["src"] == "mail"
+    assert read_token(app.config["SECRET_KEY"], query["t"]) == reader.public_id
+    assert query["mid"] == str(mailing.id)
+    assert other == "https://news.example/x"  # never our token on another site
