@@ -150,7 +150,6 @@ def _empty_outbox(app: Flask) -> None:
 def app(_migrated_app: Flask) -> Iterator[Flask]:
     # Re-bind Celery to this app: a test may have built another one.
     from app.extensions import celery_init_app
-
     from app.mailings.tracking import clear_link_cache
 
     celery_init_app(_migrated_app)
