@@ -222,7 +222,24 @@ def apply_event(session: Session, event: ProviderEvent, now: datetime) -> None:
         _unsubscribe(session, event, now)
     elif kind in ("open", "click"):
         _tracking_hit(session, event, now)
-    # deferred, dropped, group_resubscribe…: recorded in the inbox (and counted in reports).
+    elif kind == "dropped":
+        _apply_drop(session, event, now)
+    # deferred (SendGrid retries by itself), group_resubscribe…: recorded in the inbox (and
+    # counted in reports), nothing else.
+
+
+def _apply_drop(session: Session, event: ProviderEvent, now: datetime) -> None:
+    """SendGrid drops mail to addresses on its own suppression lists: follow its reason, so
+    we stop mailing an address SendGrid will not deliver to. Other reasons (content,
+    a full account) say nothing about the person and change nothing."""
+    reason = str(event.payload.get("reason") or "").lower()
+    if "spam reporting" in reason:
+        _unsubscribe(session, event, now)
+        _suppress(session, event, SupporterStatus.COMPLAINED, now)
+    elif "bounced address" in reason or "invalid" in reason:
+        _suppress(session, event, SupporterStatus.BOUNCED, now)
+    elif "unsubscribed address" in reason:
+        _unsubscribe(session, event, now)
 
 
 def process_pending(session: Session, now: datetime, limit: int = 500) -> int:

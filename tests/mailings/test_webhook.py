@@ -228,12 +228,29 @@ def test_a_bounce_for_a_transactional_email_finds_the_address(client, signer, de
     assert supporter_of(delivery).status == SupporterStatus.BOUNCED
 
 
-def test_dropped_and_deferred_are_recorded_only(client, signer, delivery) -> None:  # type: ignore[no-untyped-def]
-    payload = [event("dropped", delivery, reason="Bounced Address"), event("deferred", delivery)]
+def test_deferred_and_content_drops_are_recorded_only(client, signer, delivery) -> None:  # type: ignore[no-untyped-def]
+    payload = [event("dropped", delivery, reason="Spam Content"), event("deferred", delivery)]
     assert signed_post(client, signer, payload).status_code == 200
     assert sorted(r.event_type for r in stored()) == ["deferred", "dropped"]
     assert all(r.processed_at is not None for r in stored())
     assert supporter_of(delivery).status == SupporterStatus.SUBSCRIBED
+
+
+@pytest.mark.parametrize(
+    ("reason", "status"),
+    [
+        ("Bounced Address", SupporterStatus.BOUNCED),
+        ("Invalid", SupporterStatus.BOUNCED),
+        ("Spam Reporting Address", SupporterStatus.COMPLAINED),
+        ("Unsubscribed Address", SupporterStatus.UNSUBSCRIBED),
+    ],
+)
+def test_a_drop_for_a_suppressed_address_is_followed(
+    client, signer, delivery, reason, status
+) -> None:  # type: ignore[no-untyped-def]
+    payload = [event("dropped", delivery, reason=reason)]
+    assert signed_post(client, signer, payload).status_code == 200
+    assert supporter_of(delivery).status == status
 
 
 def test_a_spam_report_unsubscribes_and_suppresses(client, signer, delivery) -> None:  # type: ignore[no-untyped-def]
