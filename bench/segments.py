@@ -30,41 +30,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.benchdb import drop_database, reset_database  # noqa: E402
+
 DEFAULT_DATABASE = "postgresql+psycopg://postgres@127.0.0.1:5432/gs_bench_segments"
 TARGET_MS = 1000.0
 TAGS = 20
 PAGES = 50
 RUNS = 5
-
-
-def reset_database(url: str) -> None:
-    import sqlalchemy as sa
-
-    server_url = sa.engine.make_url(url)
-    admin = sa.create_engine(server_url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        found = conn.scalar(
-            sa.text("SELECT 1 FROM pg_database WHERE datname = :name"),
-            {"name": server_url.database},
-        )
-        if not found:
-            conn.execute(sa.text(f'CREATE DATABASE "{server_url.database}"'))
-    admin.dispose()
-    engine = sa.create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(sa.text("DROP SCHEMA public CASCADE"))
-        conn.execute(sa.text("CREATE SCHEMA public"))
-    engine.dispose()
-
-
-def drop_database(url: str) -> None:
-    import sqlalchemy as sa
-
-    server_url = sa.engine.make_url(url)
-    admin = sa.create_engine(server_url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{server_url.database}"'))
-    admin.dispose()
 
 
 SUPPORTERS_SQL = """

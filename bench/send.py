@@ -33,6 +33,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.benchdb import reset_database  # noqa: E402
 from tests.fakes.sendgrid_server import FakeSendGrid, ReceivedRequest  # noqa: E402
 
 DEFAULT_DATABASE = "postgresql+psycopg://postgres@127.0.0.1:5432/gs_bench_send"
@@ -58,26 +59,6 @@ class CountingSendGrid(FakeSendGrid):
                 self.last_accept = now
         request.body, request.json = b"", None  # a million recipients would not fit in memory
         return status, headers, payload
-
-
-def reset_database(url: str) -> None:
-    import sqlalchemy as sa
-
-    server_url = sa.engine.make_url(url)
-    admin = sa.create_engine(server_url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        exists = conn.scalar(
-            sa.text("SELECT 1 FROM pg_database WHERE datname = :name"),
-            {"name": server_url.database},
-        )
-        if not exists:
-            conn.execute(sa.text(f'CREATE DATABASE "{server_url.database}"'))
-    admin.dispose()
-    engine = sa.create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(sa.text("DROP SCHEMA public CASCADE"))
-        conn.execute(sa.text("CREATE SCHEMA public"))
-    engine.dispose()
 
 
 def seed(session: Any, count: int) -> None:
