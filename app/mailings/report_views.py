@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, abort, render_template
 
 from app.extensions import db
-from app.mailings import reports
+from app.mailings import pipeline, reports
 from app.mailings.models import Mailing
 from app.staff.auth import ALL_ROLES, role_required
 
@@ -19,4 +19,5 @@ def report(mailing_id: int) -> str:
     if result is None:
         abort(404)
     mailing = db.session.get(Mailing, mailing_id)
-    return render_template("staff/mailing_report.html", mailing=mailing, report=result)
+    ab = pipeline.ab_scores(db.session, mailing) if mailing and mailing.subject_b else []
+    return render_template("staff/mailing_report.html", mailing=mailing, report=result, ab=ab)

@@ -292,6 +292,19 @@ def test_ab_test_sends_each_subject_to_its_share_then_the_winner_to_the_rest(app
     assert sorted(r.supporter_id for r in rows) == sorted(p.id for p in people)
     rest = [r for r in rows if r.supporter_id not in expected]
     assert rest and {r.variant for r in rest} == {"b"}
+    # The report shows both subjects with their rates, and the winner.
+    from tests.conftest import csrf_token
+    from tests.factories import STAFF_PASSWORD, StaffFactory
+
+    staff = StaffFactory(role="viewer")
+    login = {"email": staff.email, "password": STAFF_PASSWORD}
+    client = app.test_client()
+    login["csrf_token"] = csrf_token(client, "/staff/login")
+    assert client.post("/staff/login", data=login).status_code == 302
+    report = client.get(f"/staff/mailings/{mailing.id}/report").get_data(as_text=True)
+    assert "A/B subject test" in report and "B: Subject B (winner)" in report
+    assert "A: Subject A</th>" in report
+
     messages = outbox_messages(app)
     assert len(messages) == 200  # nobody twice
     assert sum(str(m["Subject"]) == "Subject B" for m in messages) == len(rest) + sum(
