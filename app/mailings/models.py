@@ -122,7 +122,8 @@ class Delivery(db.Model):
     __tablename__ = "deliveries"
     __table_args__ = (
         UniqueConstraint("mailing_id", "supporter_id"),
-        Index("ix_deliveries_mailing_status", "mailing_id", "status"),
+        # Only partial indexes involve the status: a row moving queued → sending → sent is
+        # written into them only while it matches (each index costs every update).
         # Chunk claims take the lowest queued ids: without this, each claim walks past
         # every row already sent (a million-row send slows down as it goes).
         Index(
@@ -131,6 +132,14 @@ class Delivery(db.Model):
             "id",
             postgresql_where=text("status = 'queued'"),
             sqlite_where=text("status = 'queued'"),
+        ),
+        # Reconcile and "is anything still on its way" look at the few rows being sent.
+        Index(
+            "ix_deliveries_sending",
+            "mailing_id",
+            "claimed_at",
+            postgresql_where=text("status = 'sending'"),
+            sqlite_where=text("status = 'sending'"),
         ),
     )
 
