@@ -45,7 +45,9 @@ test: $(VENV)/.dev
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/mypy privacy app/supporters/service.py app/staff/service.py app/mailings/service.py \
-		app/actions/service.py app/actions/letters.py app/actions/targets.py app/actions/events.py app/actions/ics.py
+		app/actions/service.py app/actions/letters.py app/actions/targets.py app/actions/events.py app/actions/ics.py \
+		app/mailings/pipeline.py app/mailings/campaigns.py app/mailings/checks.py app/mailings/composer.py \
+		app/supporters/segments.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import func, or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.integrations.email import EmailProvider
@@ -26,6 +26,7 @@ from app.mailings.models import DeliveryStatus, Mailing, MailingStatus
 from app.mailings.service import SenderIdentity
 from app.staff.models import Role, StaffUser
 from app.staff.service import audit
+from app.supporters import segments
 from app.supporters.emails import InvalidEmail, normalise_email
 from app.supporters.models import Segment, Supporter, SupporterStatus
 from privacy.seal import SealError
@@ -206,28 +207,9 @@ def mailable_count(session: Session, segment_id: int | None, now: datetime) -> i
             return None
         definition = segment.definition or {}
     try:
-        from app.supporters.segments import count
-    except ImportError:
-        count = None
-    if count is not None:
-        try:
-            result = count(session, definition, now)
-        except ValueError:  # SegmentError: a definition that no longer holds (a tag gone)
-            return None
-        return int(getattr(result, "mailable", result))
-    if definition:
+        return segments.count(session, definition, now).mailable
+    except segments.SegmentError:  # a definition that no longer holds (a tag gone)
         return None
-    return int(
-        session.scalar(
-            select(func.count())
-            .select_from(Supporter)
-            .where(
-                Supporter.status == SupporterStatus.SUBSCRIBED.value,
-                or_(Supporter.snoozed_until.is_(None), Supporter.snoozed_until <= now),
-            )
-        )
-        or 0
-    )
 
 
 # --- send, schedule and control -------------------------------------------------------

@@ -353,9 +353,8 @@ def materialise(
         from app.supporters import segments
 
         segments.tune_session(session)  # the plans count() gets (JIT off, hashable IN lists)
-        definition = {
-            k: mailing.segment[k] for k in ("match", "include", "exclude") if k in mailing.segment
-        }
+        keys: tuple[str, ...] = ("match", "include", "exclude")
+        definition = {k: mailing.segment[k] for k in keys if k in mailing.segment}
         conditions.append(segments.condition(definition, now))
     if daily_cap > 0:
         recent = [
@@ -639,14 +638,14 @@ def claim_chunk(
         )
         claimed = sorted(session.execute(claim), key=lambda row: row[0])
         return [ClaimedDelivery(*row) for row in claimed]
-    claim = (
+    claim_ids = (
         update(Delivery)
         .where(chosen, Delivery.status == DeliveryStatus.QUEUED.value)
         .values(**values)
         .returning(Delivery.id)
         .execution_options(synchronize_session=False)
     )
-    ids = list(session.scalars(claim))
+    ids = list(session.scalars(claim_ids))
     if not ids:
         return []
     rows = session.execute(
@@ -1056,15 +1055,15 @@ def ab_scores(session: Session, mailing: Mailing) -> list[VariantScore]:
     from app.mailings.models import TrackingEvent
 
     kind = "click" if mailing.ab_metric == "clicks" else "open"
-    sent = dict(
-        session.execute(
+    sent: dict[str, int] = dict(
+        session.execute(  # type: ignore[arg-type]
             select(Delivery.variant, func.count())
             .where(Delivery.mailing_id == mailing.id, Delivery.status == DeliveryStatus.SENT.value)
             .group_by(Delivery.variant)
         ).all()
     )
-    responders = dict(
-        session.execute(
+    responders: dict[str, int] = dict(
+        session.execute(  # type: ignore[arg-type]
             select(Delivery.variant, func.count(func.distinct(Delivery.id)))
             .join(TrackingEvent, TrackingEvent.delivery_id == Delivery.id)
             .where(
