@@ -548,6 +548,33 @@ def mailings_materialising(session: Session, stale_before: datetime) -> list[int
     )
 
 
+def stalled_queues(session: Session, stale_before: datetime) -> list[int]:
+    """Sending mailings (materialised, not throttled) with rows still queued but nothing
+    claimed since `stale_before`: their chunk tasks were lost (a worker died between a
+    range's commit and queuing its chunks, or the broker lost its queue). The reconcile job
+    queues chunk tasks for them again; a task that finds nothing to claim just ends."""
+    recent_claim = exists().where(
+        Delivery.mailing_id == Mailing.id,
+        Delivery.claimed_at.is_not(None),
+        Delivery.claimed_at >= stale_before,
+    )
+    queued = exists().where(
+        Delivery.mailing_id == Mailing.id, Delivery.status == DeliveryStatus.QUEUED.value
+    )
+    return list(
+        session.scalars(
+            select(Mailing.id).where(
+                Mailing.status.in_(list(CLAIMABLE)),
+                Mailing.materialised_at.is_not(None),
+                Mailing.materialised_at < stale_before,
+                Mailing.throttle_per_hour.is_(None),
+                queued,
+                ~recent_claim,
+            )
+        )
+    )
+
+
 def queued_count(session: Session, mailing_id: int) -> int:
     return int(
         session.scalar(

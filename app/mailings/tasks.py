@@ -116,6 +116,10 @@ def send_mailing(mailing_id: int) -> int:
             return 0
     added_total = 0
     chunks_queued = 0
+    if mailing.materialise_cursor is not None and mailing.materialised_at is None:
+        # Started again after a crash: the last range's rows may have no chunk tasks yet.
+        leftover = pipeline.queued_count(session, mailing_id)
+        chunks_queued += enqueue_chunks(mailing_id, leftover, mailing.throttle_per_hour)
     while True:
         mailing = pipeline.lock_mailing(session, mailing_id)
         if mailing is None or mailing.status not in (*pipeline.CLAIMABLE, MailingStatus.PAUSED):
@@ -255,4 +259,11 @@ def reconcile_mailings() -> int:
     for mailing_id in pipeline.mailings_materialising(db.session, now - _lease()):
         log.warning("mailing %s: materialising stopped part-way, starting it again", mailing_id)
         send_mailing.delay(mailing_id)
+    # Rows queued with no chunk task left to claim them get tasks again.
+    for mailing_id in pipeline.stalled_queues(db.session, now - _lease()):
+        queued = pipeline.queued_count(db.session, mailing_id)
+        log.warning(
+            "mailing %s: %s queued rows had no chunk task, queuing again", mailing_id, queued
+        )
+        enqueue_chunks(mailing_id, queued, None)
     return requeued_total

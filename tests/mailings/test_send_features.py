@@ -494,3 +494,30 @@ def test_action_page_clicks_carry_the_reader_without_a_lookup(app, client, monke
     assert read_token(app.config["SECRET_KEY"], query["t"]) == reader.public_id
     assert query["mid"] == str(mailing.id)
     assert other == "https://news.example/x"  # never our token on another site
+
+
+def test_reconcile_queues_tasks_again_for_rows_whose_tasks_were_lost(app):
+    people = [SupporterFactory() for _ in range(3)]
+    mailing = new_mailing()
+    identity = SenderIdentity.from_config(app.config)
+    # Materialised and committed, but the chunk tasks never reached the broker.
+    pipeline.start_send(db.session, mailing, identity, utcnow())
+    mailing.materialised_at = utcnow() - timedelta(hours=1)
+    db.session.commit()
+    assert reconcile_mailings.delay().get() == 0  # nothing was being sent: no duplicates
+
+    rows = deliveries(mailing.id)
+    assert sorted(r.supporter_id for r in rows) == sorted(p.id for p in people)
+    assert {r.status for r in rows} == {"sent"}
+    db.session.refresh(mailing)
+    assert mailing.status == MailingStatus.SENT and mailing.duplicates_count == 0
+
+
+def test_a_throttled_mailing_waiting_for_its_hour_is_left_alone(app):
+    SupporterFactory()
+    mailing = new_mailing(throttle_per_hour=10)
+    identity = SenderIdentity.from_config(app.config)
+    pipeline.start_send(db.session, mailing, identity, utcnow())
+    mailing.materialised_at = utcnow() - timedelta(hours=1)
+    db.session.commit()
+    assert pipeline.stalled_queues(db.session, utcnow()) == []
