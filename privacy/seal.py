@@ -277,7 +277,9 @@ def require_sealed(message: object) -> SealedEmail:
 # text, and the unsubscribe placeholder must map to that recipient's own page.
 
 UNSUBSCRIBE_PLACEHOLDER = "-unsubscribe_url-"
-_PLACEHOLDER = re.compile(r"-[a-z][a-z0-9_]*-")
+# What a placeholder looks like: a value shaped like one (a name "-click_1-") must not be
+# substituted into a body, so callers check values against this too.
+PLACEHOLDER = re.compile(r"-[a-z][a-z0-9_]*-")
 _PLACEHOLDER_EXACT = re.compile(r"-[a-z][a-z0-9_]*-\Z")
 # Substituted values land in the HTML part verbatim: markup could hide the rest of the body.
 _FORBIDDEN_IN_VALUE = re.compile(r"[<>\r\n\x00]")
@@ -348,13 +350,13 @@ def _without_placeholders(body: str) -> str:
 
     Whatever a recipient's values are, the checks made on this version still hold.
     """
-    return _PLACEHOLDER.sub(
+    return PLACEHOLDER.sub(
         lambda m: m.group(0) if m.group(0) == UNSUBSCRIBE_PLACEHOLDER else "", body
     )
 
 
 def _check_bulk_body(text: str, body_html: str | None, postal_address: str) -> None:
-    if _PLACEHOLDER.search(postal_address):
+    if PLACEHOLDER.search(postal_address):
         raise SealError("the postal address must not contain a placeholder")
     placeholder_links = UnsubscribeLinks(page_url=UNSUBSCRIBE_PLACEHOLDER, one_click_url="")
     check_body(

@@ -75,6 +75,7 @@ from app.mailings.tracking import (
 from app.supporters.models import Segment, Supporter, SupporterStatus
 from app.supporters.tokens import make_token, one_click_url, preferences_url
 from privacy.seal import (
+    PLACEHOLDER,
     UNSUBSCRIBE_PLACEHOLDER,
     Recipient,
     SealedBulk,
@@ -85,6 +86,7 @@ from privacy.seal import (
     render_recipient,
     seal_bulk,
     seal_recipient,
+    skip_reason,
 )
 
 log = logging.getLogger(__name__)
@@ -686,7 +688,6 @@ def claim_chunk(
 
 # Names go into the HTML part as they are: no markup, and no quote to leave an attribute.
 _UNSAFE_IN_NAME = re.compile(r'[<>"\r\n\x00]')
-_LOOKS_LIKE_PLACEHOLDER = re.compile(r"-[a-z][a-z0-9_]*-")
 
 
 def recipient_substitutions(
@@ -710,7 +711,7 @@ def recipient_substitutions(
         mailto=f"mailto:{mailbox}?subject={quote('unsubscribe ' + token)}" if mailbox else "",
     )
     name = _UNSAFE_IN_NAME.sub("", row.first_name or "").strip()
-    if not name or _LOOKS_LIKE_PLACEHOLDER.search(name):
+    if not name or PLACEHOLDER.search(name):
         name = DEFAULT_FIRST_NAME  # a name such as "-click_1-" must not become a link
     substitutions = {UNSUBSCRIBE_PLACEHOLDER: links.page_url, FIRST_NAME_PLACEHOLDER: name}
     if mailing_id is not None:
@@ -1027,14 +1028,12 @@ def preview(
     sealed = seal_recipient(body, as_subscriber, substitutions, links, now)
     assert not isinstance(sealed, SkipReason)  # a subscriber is never skipped
     message = render_recipient(body, sealed)
-    reason = ""
+    reason = None
     if supporter is not None:
-        outcome = seal_recipient(
-            body, Recipient(row.email, row.status, row.snoozed_until), substitutions, links, now
-        )
-        if isinstance(outcome, SkipReason):
-            reason = outcome.value
-    return RenderedEmail(message.subject, message.html or "", message.text, reason)
+        reason = skip_reason(Recipient(row.email, row.status, row.snoozed_until), now)
+    return RenderedEmail(
+        message.subject, message.html or "", message.text, reason.value if reason else ""
+    )
 
 
 def send_test(
