@@ -92,7 +92,8 @@ class Mailing(db.Model):
     segment_id: Mapped[int | None] = mapped_column(
         ForeignKey("segments.id", ondelete="SET NULL"), default=None
     )
-    # The segment's definition as it was when sending started: what the mailing went to.
+    # The chosen segment as it was when sending started, what the mailing went to:
+    # {"segment_id", "name", "definition"}; empty = every subscriber.
     segment: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     status: Mapped[str] = mapped_column(String(20), default=MailingStatus.DRAFT, index=True)
     send_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -200,7 +200,11 @@ def _snapshot_segment(session: Session, mailing: Mailing) -> None:
     segment = session.get(Segment, mailing.segment_id)
     if segment is None:
         raise PipelineError("the chosen segment no longer exists: choose another")
-    mailing.segment = {"segment_id": segment.id, "name": segment.name, **segment.definition}
+    mailing.segment = {
+        "segment_id": segment.id,
+        "name": segment.name,
+        "definition": segment.definition,
+    }
 
 
 def create_mailing(
@@ -351,12 +355,10 @@ def materialise(
     ]
     if id_range is not None:
         conditions += [Supporter.id > id_range[0], Supporter.id <= id_range[1]]
-    if mailing.segment.get("include") or mailing.segment.get("exclude"):
+    if definition := mailing.segment.get("definition"):
         from app.supporters import segments
 
         segments.tune_session(session)  # the plans count() gets (JIT off, hashable IN lists)
-        keys: tuple[str, ...] = ("match", "include", "exclude")
-        definition = {k: mailing.segment[k] for k in keys if k in mailing.segment}
         conditions.append(segments.condition(definition, now))
     if daily_cap > 0:
         recent = [
