@@ -971,9 +971,7 @@ def follow_click(
             and (token is not None or not is_action_page(url, base_url))
         ):
             buffer(hit)  # batched mode, link cached, reader known: no database at all
-            if token is not None and is_action_page(url, base_url):
-                url = with_reader(url, token, target.mailing_id)
-            return ClickAnswer(url, stored=False)
+            return ClickAnswer(_for_reader(url, token, target, base_url), stored=False)
         with quick_db(session, bind) as conn:
             if url is None:
                 url = link_url(conn, target.mailing_id, target.position)
@@ -984,7 +982,7 @@ def follow_click(
                 buffered = True
             else:
                 stored = _store_now(conn, hit)
-            if is_action_page(url, base_url) and token is None:
+            if token is None and is_action_page(url, base_url):
                 token = _reader_token_or_none(conn, secret_key, target)
     except Exception:
         log.warning("tracking: database unavailable for a click", exc_info=True)
@@ -993,9 +991,14 @@ def follow_click(
         _buffer_or_spool(hit, buffer, spool_dir)
     if url is None:
         raise LinkUnavailable
+    return ClickAnswer(_for_reader(url, token, target, base_url), stored)
+
+
+def _for_reader(url: str, token: str | None, target: ClickTarget, base_url: str) -> str:
+    """The link with the reader's token when it is one of our action pages; else as stored."""
     if token and is_action_page(url, base_url):
-        url = with_reader(url, token, target.mailing_id)
-    return ClickAnswer(url, stored)
+        return with_reader(url, token, target.mailing_id)
+    return url
 
 
 def _buffer_or_spool(
