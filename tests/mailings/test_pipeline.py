@@ -24,6 +24,7 @@ from app.supporters.tokens import make_token
 from app.timeutil import utcnow
 from privacy.seal import Recipient, SealedRecipient, SealError, seal_recipient
 from tests.factories import SupporterFactory
+from tests.mailings.helpers import deliveries
 
 BODY = 'Hello {{ first_name | default("friend") }},\n\nPlease [sign the petition](https://org.example/a/x).'
 
@@ -34,15 +35,6 @@ def new_mailing(**fields) -> Mailing:  # type: ignore[no-untyped-def]
     )
     db.session.commit()
     return mailing
-
-
-def deliveries(mailing_id: int) -> list[Delivery]:
-    db.session.expire_all()
-    return list(
-        db.session.scalars(
-            select(Delivery).where(Delivery.mailing_id == mailing_id).order_by(Delivery.id)
-        )
-    )
 
 
 def personalizations(fake) -> list[dict]:  # type: ignore[no-untyped-def]

@@ -3,10 +3,7 @@ scheduling, previews and test sends: the send pipeline's features, end to end.""
 
 from __future__ import annotations
 
-import email
 from datetime import timedelta
-from email import policy
-from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
@@ -31,6 +28,7 @@ from app.mailings.tasks import (
 from app.supporters.models import SupporterStatus
 from app.timeutil import utcnow
 from tests.factories import SupporterFactory
+from tests.mailings.helpers import deliveries, outbox_messages
 
 BODY = (
     'Hi {{ first_name | default("friend") }},\n\n'
@@ -46,22 +44,6 @@ def new_mailing(**fields) -> Mailing:  # type: ignore[no-untyped-def]
     mailing = pipeline.create_mailing(db.session, body_md=BODY, now=utcnow(), **fields)
     db.session.commit()
     return mailing
-
-
-def deliveries(mailing_id: int) -> list[Delivery]:
-    db.session.expire_all()
-    return list(
-        db.session.scalars(
-            select(Delivery).where(Delivery.mailing_id == mailing_id).order_by(Delivery.id)
-        )
-    )
-
-
-def outbox_messages(app) -> list[email.message.EmailMessage]:  # type: ignore[no-untyped-def]
-    return [
-        email.message_from_bytes(p.read_bytes(), policy=policy.default)  # type: ignore[misc]
-        for p in sorted(Path(app.config["OUTBOX_DIR"]).glob("*.eml"))
-    ]
 
 
 def html_of(message) -> str:  # type: ignore[no-untyped-def]

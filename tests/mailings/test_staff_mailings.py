@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from email import policy
-from email.parser import BytesParser
-from pathlib import Path
 
 import pytest
 from flask import Flask
@@ -15,11 +12,12 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from app.extensions import db
-from app.mailings.models import Delivery, Mailing, MailingStatus
+from app.mailings.models import Mailing, MailingStatus
 from app.staff.models import AuditEntry, Role
 from app.supporters.models import Segment
 from app.timeutil import utcnow
 from tests.factories import StaffFactory, SupporterFactory
+from tests.mailings.helpers import deliveries, outbox_messages
 from tests.staff.test_staff import any_csrf, login, signed_in
 
 BODY = 'Hello {{ first_name | default("friend") }},\n\nPlease act today.'
@@ -59,19 +57,6 @@ def create(client: FlaskClient, **overrides: str) -> Mailing:
     mailing = db.session.get(Mailing, mailing_id)
     assert mailing is not None
     return mailing
-
-
-def outbox_messages(app: Flask) -> list:  # type: ignore[type-arg]
-    folder = Path(app.config["OUTBOX_DIR"])
-    if not folder.is_dir():
-        return []
-    parser = BytesParser(policy=policy.default)
-    return [parser.parsebytes(p.read_bytes()) for p in sorted(folder.glob("*.eml"))]
-
-
-def deliveries(mailing_id: int) -> list[Delivery]:
-    db.session.expire_all()
-    return list(db.session.scalars(select(Delivery).where(Delivery.mailing_id == mailing_id)))
 
 
 # --- roles and CSRF -------------------------------------------------------------------
