@@ -37,7 +37,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -53,7 +52,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.benchdb import reset_database  # noqa: E402
+from bench.benchkit import reset_database, stop  # noqa: E402
 
 DEFAULT_DATABASE = "postgresql+psycopg://postgres@127.0.0.1:5432/gs_bench_track"
 BASE_URL = "https://bench.example"
@@ -265,16 +264,6 @@ def start_gunicorn(
             time.sleep(0.2)
     stop(process)
     raise SystemExit(f"gunicorn did not answer in 30 s; see {log_dir / 'gunicorn.log'}")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
 
 
 def run_wrk(name: str, url: str, script: Path, paths: Path, args: argparse.Namespace) -> Run:

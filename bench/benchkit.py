@@ -1,6 +1,11 @@
-"""The benchmarks' own PostgreSQL databases: made empty before a run, dropped after."""
+"""What the benchmarks share: their own PostgreSQL databases (made empty before a run,
+dropped after) and stopping the processes they start."""
 
 from __future__ import annotations
+
+import os
+import signal
+import subprocess
 
 import sqlalchemy as sa
 
@@ -32,3 +37,14 @@ def drop_database(url: str) -> None:
     with admin.connect() as conn:
         conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
     admin.dispose()
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """Stop a process started in its own session, and its children: TERM, then KILL."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=5)
